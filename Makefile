@@ -1,0 +1,43 @@
+# oauth_tokens: PGXS build.  `make test` and `make demo` work on a fresh
+# Debian 12 machine as root: scripts/setup.sh installs what is missing.
+
+MODULE_big = oauth_tokens
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+EXTENSION = oauth_tokens
+DATA_built = oauth_tokens--1.0.sql
+PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK = -lcurl
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-instance=tmp_check_regress \
+	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgcrypto
+TAP_TESTS = 1
+PROVE_FLAGS = -I $(srcdir)/test --timer
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+EXTRA_CLEAN = tmp_check tmp_check_regress results regression.diffs regression.out \
+	oauth_tokens--1.0.sql
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+# No server development files yet: only the set-up targets below can run.
+.DEFAULT_GOAL := test
+else
+include $(PGXS)
+endif
+
+oauth_tokens--1.0.sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+.PHONY: test demo bench setup
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/demo.sh
+
+bench:
+	bash bench/run.sh

@@ -1,0 +1,42 @@
+#!/bin/bash
+# make test: install what is missing, build, install, then run pg_regress and
+# the TAP tests as the unprivileged postgres user in a copy of the tree that
+# user owns.  Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+
+bash scripts/setup.sh
+export PATH=/usr/lib/postgresql/15/bin:$PATH
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+
+make -s PG_CONFIG=$PG_CONFIG
+if [ "$(id -u)" -eq 0 ]; then
+    make -s PG_CONFIG=$PG_CONFIG install
+    RUN=(runuser -u postgres --)
+    WORK=$(mktemp -d /tmp/oauth_tokens_test.XXXXXX)
+    rsync -a --exclude .git "$SRC"/ "$WORK"/
+    chown -R postgres: "$WORK"
+else
+    make -s PG_CONFIG=$PG_CONFIG install
+    RUN=()
+    WORK=$SRC
+fi
+
+status=0
+cd "$WORK"
+echo "== pg_regress and TAP =="
+if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG installcheck; then
+    status=1
+    cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
+    for f in "$WORK"/tmp_check/log/regress_log_*; do
+        [ -f "$f" ] && { echo "--- $f (tail)"; tail -60 "$f"; }
+    done
+fi
+if [ $status -eq 0 ]; then
+    echo "make test: all passed"
+    rm -rf "$WORK"
+else
+    echo "make test: FAILED (work tree kept in $WORK)"
+fi
+exit $status

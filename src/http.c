@@ -1,0 +1,310 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  libcurl multi driver: every provider call of the worker runs here.
+ *
+ * curl's sockets and the process latch share one WaitEventSet, with curl's
+ * timer as the wait's timeout, so the worker answers SIGTERM, SIGHUP and new
+ * requests at once whatever is in flight.  PostgreSQL 15 cannot remove a
+ * socket from a WaitEventSet, so the set is built afresh for each wait from
+ * the sockets curl asked for through CURLMOPT_SOCKETFUNCTION.
+ *
+ * Safety rules for every call: https only (http too with oauth.allow_http),
+ * the peer's certificate and host name verified (oauth.ca_file for private
+ * CAs), no redirects, a whole-request timeout (oauth.http_timeout), response
+ * bodies capped at 1 MiB.  curl allocates with malloc; nothing here hands it
+ * palloc, and no callback can raise an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+
+#include "http.h"
+#include "oauth_tokens.h"
+
+#define MAX_SOCKETS 1024
+
+typedef struct SockWant
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_* */
+} SockWant;
+
+static CURLM *multi = NULL;
+static SockWant socks[MAX_SOCKETS];
+static int	nsocks = 0;
+static long curl_timeout_ms = -1;
+static int	running = 0;
+static MemoryContext http_cxt = NULL;
+
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsocks; i++)
+		if (socks[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsocks)
+			socks[i] = socks[--nsocks];
+		return 0;
+	}
+	if (i == nsocks)
+	{
+		if (nsocks == MAX_SOCKETS)
+			return -1;
+		nsocks++;
+	}
+	socks[i].fd = fd;
+	socks[i].what = what;
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	curl_timeout_ms = timeout_ms;
+	return 0;
+}
+
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpCall   *call = (HttpCall *) userdata;
+	size_t		n = size * nmemb;
+
+	if (call->response.len + n > OAUTH_MAX_BODY)
+	{
+		call->too_large = true;
+		return 0;				/* makes curl fail the transfer */
+	}
+	appendBinaryStringInfo(&call->response, ptr, n);
+	return n;
+}
+
+static size_t
+header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	HttpCall   *call = (HttpCall *) userdata;
+	size_t		n = size * nitems;
+
+	if (n > 12 && pg_strncasecmp(buf, "retry-after:", 12) == 0)
+	{
+		size_t		len = Min(n - 12, sizeof(call->retry_after) - 1);
+
+		memcpy(call->retry_after, buf + 12, len);
+		call->retry_after[len] = '\0';
+	}
+	else if (n > 13 && pg_strncasecmp(buf, "content-type:", 13) == 0)
+	{
+		size_t		len = Min(n - 13, sizeof(call->content_type) - 1);
+
+		memcpy(call->content_type, buf + 13, len);
+		call->content_type[len] = '\0';
+	}
+	return n;
+}
+
+void
+http_init(void)
+{
+	if (multi)
+		return;
+	http_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens http",
+									 ALLOCSET_DEFAULT_SIZES);
+	multi = curl_multi_init();
+	if (multi == NULL)
+		elog(ERROR, "could not initialize libcurl multi handle");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+}
+
+/*
+ * Start one request.  headers are "Name: value" strings.  The body is
+ * copied; the caller may wipe its own copy at once.
+ */
+HttpCall *
+http_start(const char *method, const char *url, char **headers, int nheaders,
+		   const char *body, size_t body_len, void *owner)
+{
+	HttpCall   *call;
+	MemoryContext old = MemoryContextSwitchTo(http_cxt);
+
+	call = palloc0(sizeof(HttpCall));
+	initStringInfo(&call->response);
+	MemoryContextSwitchTo(old);
+	call->owner = owner;
+	call->easy = curl_easy_init();
+	if (call->easy == NULL)
+		elog(ERROR, "could not create a libcurl handle");
+	for (int i = 0; i < nheaders; i++)
+		call->headers = curl_slist_append(call->headers, headers[i]);
+	call->headers = curl_slist_append(call->headers, "User-Agent: oauth_tokens/1.0");
+	call->headers = curl_slist_append(call->headers, "Expect:");
+
+	curl_easy_setopt(call->easy, CURLOPT_URL, url);
+	curl_easy_setopt(call->easy, CURLOPT_PRIVATE, call);
+	curl_easy_setopt(call->easy, CURLOPT_HTTPHEADER, call->headers);
+	curl_easy_setopt(call->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(call->easy, CURLOPT_WRITEDATA, call);
+	curl_easy_setopt(call->easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(call->easy, CURLOPT_HEADERDATA, call);
+	curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->errbuf);
+	curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(call->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long) oauth_http_timeout_ms);
+	curl_easy_setopt(call->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) oauth_http_timeout_ms);
+	curl_easy_setopt(call->easy, CURLOPT_PROTOCOLS_STR, oauth_allow_http ? "http,https" : "https");
+	curl_easy_setopt(call->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(call->easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(call->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) OAUTH_MAX_BODY);
+	if (oauth_ca_file && oauth_ca_file[0] != '\0')
+		curl_easy_setopt(call->easy, CURLOPT_CAINFO, oauth_ca_file);
+	if (strcmp(method, "POST") == 0)
+	{
+		call->body = malloc(body_len + 1);
+		if (call->body == NULL)
+			elog(ERROR, "out of memory");
+		memcpy(call->body, body, body_len);
+		call->body[body_len] = '\0';
+		call->body_len = body_len;
+		curl_easy_setopt(call->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(call->easy, CURLOPT_POSTFIELDS, call->body);
+		curl_easy_setopt(call->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len);
+	}
+	else if (strcmp(method, "GET") != 0)
+		curl_easy_setopt(call->easy, CURLOPT_CUSTOMREQUEST, method);
+
+	curl_multi_add_handle(multi, call->easy);
+	/* let curl start: it registers its timer, which kicks the transfer */
+	return call;
+}
+
+/*
+ * Wait for socket activity, curl's timer, the latch or max_timeout_ms,
+ * whichever comes first, and let curl do its work.  Sets *latch_events to
+ * the latch events seen (WL_LATCH_SET).  Exits on postmaster death.
+ */
+void
+http_wait(long max_timeout_ms, uint32 *latch_events)
+{
+	WaitEventSet *set;
+	WaitEvent	events[MAX_SOCKETS + 2];
+	long		timeout = max_timeout_ms;
+	int			n;
+	bool		acted = false;
+
+	*latch_events = 0;
+	if (curl_timeout_ms >= 0 && (timeout < 0 || curl_timeout_ms < timeout))
+		timeout = curl_timeout_ms;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nsocks + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+	{
+		uint32		ev = 0;
+
+		if (socks[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (socks[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev)
+			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
+	}
+	n = WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	for (int i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			*latch_events |= WL_LATCH_SET;
+			continue;
+		}
+		if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			flags = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				flags |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				flags |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, events[i].fd, flags, &running);
+			acted = true;
+		}
+	}
+	if (!acted && n == 0 && curl_timeout_ms >= 0)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	else if (curl_timeout_ms == 0)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+/* The next finished call, or NULL. */
+HttpCall *
+http_next_done(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpCall   *call;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
+		call->result = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
+		curl_multi_remove_handle(multi, msg->easy_handle);
+		return call;
+	}
+	return NULL;
+}
+
+/* Release a call; wipes the request body, which holds secrets. */
+void
+http_free(HttpCall *call)
+{
+	if (call->easy)
+	{
+		curl_multi_remove_handle(multi, call->easy);
+		curl_easy_cleanup(call->easy);
+	}
+	curl_slist_free_all(call->headers);
+	if (call->body)
+	{
+		explicit_bzero(call->body, call->body_len);
+		free(call->body);
+	}
+	if (call->response.data)
+	{
+		explicit_bzero(call->response.data, call->response.len);
+		pfree(call->response.data);
+	}
+	pfree(call);
+}
+
+int
+http_in_flight(void)
+{
+	return running;
+}
+
+/* Called when the worker exits: stop every transfer. */
+void
+http_abort_all(void)
+{
+	if (multi)
+	{
+		curl_multi_cleanup(multi);
+		multi = NULL;
+	}
+}

@@ -1,0 +1,101 @@
+/*-------------------------------------------------------------------------
+ *
+ * oauth_tokens.c
+ *	  Module entry: settings, shared memory hooks and the background worker.
+ *
+ * How the module thinks, in one paragraph: application SQL calls
+ * oauth.valid_token(), which reads the connection row directly through its
+ * primary-key index with the latest snapshot (no row lock, no write) and
+ * returns the decrypted token when it is fresh.  When a refresh is needed,
+ * the backend posts a request to the single-flight table in shared memory
+ * (shmem.c) and, if the token is too close to expiry, sleeps on a condition
+ * variable.  One background worker (worker.c) does every refresh: it reads
+ * and decrypts in a short transaction, talks to the provider through libcurl
+ * (http.c, provider.c) with no transaction open, then writes the result in
+ * its own transaction with a version check (store.c) and wakes the waiters.
+ * The worker's own sweep and oauth.refresh_due() feed the same table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "crypto.h"
+#include "oauth_tokens.h"
+#include "shmem.h"
+
+PG_MODULE_MAGIC;
+
+char	   *oauth_database = NULL;
+int			oauth_sweep_interval_ms = 30000;
+int			oauth_max_concurrent_refreshes = 16;
+int			oauth_http_timeout_ms = 10000;
+int			oauth_min_validity_s = 60;
+char	   *oauth_ca_file = NULL;
+bool		oauth_allow_http = false;
+int			oauth_event_retention_s = 30 * 86400;
+int			oauth_sweep_batch = 1000;
+bool		oauth_preloaded = false;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("oauth.database",
+							   "Database the oauth_tokens background worker connects to.",
+							   NULL, &oauth_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("oauth.key_file",
+							   "Key ring file: one key_id:base64 key a line, the first is active.",
+							   "A relative path is taken from the data directory.",
+							   &oauth_key_file, "oauth_tokens.keys",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.sweep_interval",
+							"How often the worker sweeps for due connections; 0 turns its sweep off.",
+							NULL, &oauth_sweep_interval_ms, 30000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.max_concurrent_refreshes",
+							"HTTP refreshes in flight at once, across the cluster.",
+							NULL, &oauth_max_concurrent_refreshes, 16, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.http_timeout",
+							"Whole-request time limit for one call to a provider.",
+							NULL, &oauth_http_timeout_ms, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.min_validity",
+							"Default minimum remaining validity of a token returned by valid_token.",
+							NULL, &oauth_min_validity_s, 60, 0, 86400,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("oauth.ca_file",
+							   "CA bundle for verifying providers' TLS certificates; empty: the system store.",
+							   NULL, &oauth_ca_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("oauth.allow_http",
+							 "Allow http:// provider URLs (loopback test providers).",
+							 NULL, &oauth_allow_http, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.event_retention",
+							"Events older than this are pruned by the worker.",
+							NULL, &oauth_event_retention_s, 30 * 86400, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.sweep_batch",
+							"Most connections one sweep round queues.",
+							NULL, &oauth_sweep_batch, 1000, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("oauth");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	oauth_preloaded = true;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR, (errmsg("could not initialize libcurl")));
+	oauth_shmem_request();
+	oauth_register_worker();
+}

@@ -1,0 +1,104 @@
+/*
+ * shmem.h — the single-flight request table in shared memory (src/shmem.c).
+ */
+#ifndef OAUTH_SHMEM_H
+#define OAUTH_SHMEM_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* What a request asks for (flags). */
+#define REQ_FORCE		0x01	/* refresh even if the row is fresh */
+#define REQ_REJECTED	0x02	/* the application saw a 401 for this token */
+#define REQ_SWEEP		0x04	/* posted by a sweep, not by a caller */
+
+/* Entry states. */
+typedef enum RequestState
+{
+	RS_PENDING,					/* queued, the worker has not started it */
+	RS_RUNNING,					/* the worker is refreshing it */
+	RS_DONE						/* outcome is set; kept while waiters read it */
+} RequestState;
+
+/* Outcomes, as the worker reports them. */
+typedef enum RefreshOutcome
+{
+	RO_NONE = 0,
+	RO_REFRESHED,				/* new token stored */
+	RO_NOT_NEEDED,				/* someone else refreshed the row first */
+	RO_REAUTH,					/* grant is dead: reauth_required */
+	RO_TRANSIENT,				/* try later; next_attempt set */
+	RO_PROVIDER,				/* provider misconfigured (invalid_client) */
+	RO_NOT_FOUND,
+	RO_REVOKED,
+	RO_UNAVAILABLE				/* worker cannot serve this request */
+} RefreshOutcome;
+
+#define OUTCOME_MSG_LEN 200
+#define OAUTH_NUM_CVS 64
+
+typedef struct RefreshEntry
+{
+	pg_uuid_t	id;				/* hash key: the connection */
+	RequestState state;
+	Oid			dboid;
+	uint32		flags;
+	int64		seen_version;	/* refresh only if the row still has it */
+	uint64		gen;			/* bumped each time the entry is re-armed */
+	uint64		done_gen;		/* gen of the last completed run */
+	int			nwaiters;		/* callers sleeping on this entry */
+	RefreshOutcome outcome;
+	TimestampTz next_attempt;	/* for RO_TRANSIENT */
+	char		message[OUTCOME_MSG_LEN];	/* never a secret */
+} RefreshEntry;
+
+typedef enum OAuthStat
+{
+	ST_ATTEMPTED,
+	ST_SUCCEEDED,
+	ST_TRANSIENT,
+	ST_PERMANENT,
+	ST_WAITS,
+	ST_JOINED,
+	ST_INFLIGHT,
+	ST_NUM
+} OAuthStat;
+
+typedef struct OAuthShared
+{
+	LWLock	   *lock;			/* guards the hash, the ring and worker_* */
+	pid_t		worker_pid;		/* 0 when no worker runs */
+	Latch	   *worker_latch;
+	Oid			worker_dboid;	/* database the worker serves */
+	bool		worker_ready;	/* connected and the extension exists */
+	uint32		ring_head;		/* next slot to read (worker) */
+	uint32		ring_tail;		/* next slot to write (posters) */
+	uint32		ring_size;
+	ConditionVariable space_cv; /* signalled when entries are freed */
+	ConditionVariable cvs[OAUTH_NUM_CVS];	/* waiters sleep on cvs[hash(id)] */
+	pg_atomic_uint64 stats[ST_NUM];
+	pg_uuid_t	ring[FLEXIBLE_ARRAY_MEMBER];	/* ids of newly pending entries */
+} OAuthShared;
+
+extern OAuthShared *oauth_shared;
+extern struct HTAB *oauth_requests;
+extern int	oauth_max_requests;
+
+extern void oauth_shmem_request(void);
+extern void oauth_shmem_startup(void);
+extern bool oauth_shmem_available(void);
+
+extern ConditionVariable *oauth_entry_cv(const pg_uuid_t *id);
+extern RefreshEntry *oauth_post_request_locked(const pg_uuid_t *id, Oid dboid,
+											   int64 seen_version, uint32 flags,
+											   bool *full);
+extern void oauth_wake_worker(void);
+extern void oauth_stat_add(OAuthStat s, int64 n);
+
+#endif
