@@ -26,7 +26,11 @@ fi
 status=0
 cd "$WORK"
 echo "== pg_regress and TAP =="
-if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG installcheck; then
+# PROVE_TESTS=test/t/NNN_x.pl or REGRESS="a b" narrow a run while developing
+extra=()
+[ -n "${PROVE_TESTS:-}" ] && extra+=("PROVE_TESTS=$PROVE_TESTS")
+[ -n "${REGRESS:-}" ] && extra+=("REGRESS=$REGRESS")
+if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG installcheck "${extra[@]}"; then
     status=1
     cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
     for f in "$WORK"/tmp_check/log/regress_log_*; do
