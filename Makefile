@@ -26,6 +26,9 @@ else
 include $(PGXS)
 endif
 
+# PGXS tracks no header dependencies; every object depends on every header.
+$(OBJS): $(wildcard src/*.h)
+
 oauth_tokens--1.0.sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 

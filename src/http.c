@@ -278,6 +278,8 @@ http_free(HttpCall *call)
 		curl_multi_remove_handle(multi, call->easy);
 		curl_easy_cleanup(call->easy);
 	}
+	for (struct curl_slist *h = call->headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));	/* Authorization: Basic */
 	curl_slist_free_all(call->headers);
 	if (call->body)
 	{
@@ -307,4 +309,42 @@ http_abort_all(void)
 		curl_multi_cleanup(multi);
 		multi = NULL;
 	}
+}
+
+/*
+ * Perform one call from a backend and wait for it: the same rules as the
+ * worker's calls, answering cancel and statement_timeout while it waits.
+ * Used by exchange_code, client_credentials and revoke, which run in the
+ * caller's session.  The caller frees the call with http_free.
+ */
+HttpCall *
+http_call_sync(const char *method, const char *url, char **headers, int nheaders,
+			   const char *body, size_t body_len)
+{
+	HttpCall   *call;
+	HttpCall   *done = NULL;
+
+	http_init();
+	call = http_start(method, url, headers, nheaders, body, body_len, NULL);
+	PG_TRY();
+	{
+		while (done == NULL)
+		{
+			uint32		ev;
+
+			http_wait(1000, &ev);
+			if (ev & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			done = http_next_done();
+		}
+	}
+	PG_CATCH();
+	{
+		http_free(call);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	Assert(done == call);
+	return done;
 }

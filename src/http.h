@@ -37,5 +37,7 @@ extern HttpCall *http_next_done(void);
 extern void http_free(HttpCall *call);
 extern int	http_in_flight(void);
 extern void http_abort_all(void);
+extern HttpCall *http_call_sync(const char *method, const char *url, char **headers,
+								int nheaders, const char *body, size_t body_len);
 
 #endif

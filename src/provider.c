@@ -240,7 +240,7 @@ in_list(List *l, const char *s)
 static const char *const kept_fields[] = {
 	"instance_url", "realmId", "realm_id", "api_domain", "team.id", "team.name",
 	"bot_user_id", "app_id", "workspace_id", "workspace_name", "hub_id",
-	"cloud_id", "id", "issued_at", "token_type", NULL
+	"cloud_id", "id", "issued_at", NULL
 };
 
 static char *

@@ -42,6 +42,7 @@ typedef enum RefreshOutcome
 
 #define OUTCOME_MSG_LEN 200
 #define OAUTH_NUM_CVS 64
+#define OAUTH_CLAIMED_CODES 1024
 
 typedef struct RefreshEntry
 {
@@ -83,6 +84,8 @@ typedef struct OAuthShared
 	ConditionVariable space_cv; /* signalled when entries are freed */
 	ConditionVariable cvs[OAUTH_NUM_CVS];	/* waiters sleep on cvs[hash(id)] */
 	pg_atomic_uint64 stats[ST_NUM];
+	uint8		claimed[OAUTH_CLAIMED_CODES][32];	/* SHA-256 of codes sent */
+	uint32		claimed_next;
 	pg_uuid_t	ring[FLEXIBLE_ARRAY_MEMBER];	/* ids of newly pending entries */
 } OAuthShared;
 

@@ -580,11 +580,22 @@ prepare_job(Job *job)
 	if (ArrayGetNItems(ARR_NDIM(scope_arr), ARR_DIMS(scope_arr)) > 0 &&
 		(job->conf.scope_on_refresh || strcmp(grant_type, "client_credentials") == 0))
 	{
-		Datum		joined = DirectFunctionCall2(array_to_text,
-												 PointerGetDatum(scope_arr),
-												 CStringGetTextDatum(job->conf.scope_separator));
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		StringInfoData joined;
 
-		fields[nf++] = (FormField) {"scope", TextDatumGetCString(joined)};
+		initStringInfo(&joined);
+		deconstruct_array(scope_arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			if (nulls[i])
+				continue;
+			if (joined.len > 0)
+				appendStringInfoString(&joined, job->conf.scope_separator);
+			appendStringInfoString(&joined, TextDatumGetCString(elems[i]));
+		}
+		fields[nf++] = (FormField) {"scope", joined.data};
 	}
 
 	if (job->flags & REQ_REJECTED)

@@ -1,0 +1,286 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *	  Calls to a provider made in the caller's session: the authorization-
+ *	  code exchange, the client-credentials grant and RFC 7009 revocation.
+ *
+ * These are one-off administrative calls, so they run in the session that
+ * asks (through the same http.c rules, auth methods and answer classes as
+ * the worker's refreshes) and their results are written by the SQL
+ * functions in the caller's transaction.  Refreshes never come here.
+ *
+ * Authorization codes are single use: oauth._claim_code() records the
+ * code's SHA-256 in shared memory before the code is sent, so a call retried
+ * after a timeout or a rollback is refused instead of redeeming the code a
+ * second time; oauth.code_redemptions keeps the committed ones across
+ * restarts.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "storage/lwlock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "crypto.h"
+#include "errors.h"
+#include "http.h"
+#include "provider.h"
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(oauth_provider_call);
+PG_FUNCTION_INFO_V1(oauth_claim_code);
+PG_FUNCTION_INFO_V1(oauth_urlencode);
+
+/* Read a provider's configuration; the caller runs as the extension owner. */
+static void
+load_provider_conf(const char *name, ProviderConf *conf)
+{
+	Datum		arg = CStringGetTextDatum(name);
+	Oid			argt = TEXTOID;
+	HeapTuple	t;
+	TupleDesc	d;
+	bool		isnull;
+	Datum		v;
+
+	memset(conf, 0, sizeof(*conf));
+	if (SPI_execute_with_args(
+			"SELECT token_url, revoke_url, client_id, client_secret_ciphertext, auth_method, "
+			"       body_format, extra_params, extra_headers, reauth_errors, scope_separator, "
+			"       scope_on_refresh, paused_at IS NOT NULL, pause_reason "
+			"  FROM oauth.providers WHERE name = $1",
+			1, &argt, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read provider");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OAUTH_PROVIDER_CONFIG),
+				 errmsg("unknown provider \"%s\"", name),
+				 errhint("Register it first with oauth.register_provider().")));
+	t = SPI_tuptable->vals[0];
+	d = SPI_tuptable->tupdesc;
+	conf->name = pstrdup(name);
+	conf->token_url = SPI_getvalue(t, d, 1);
+	conf->revoke_url = SPI_getvalue(t, d, 2);
+	conf->client_id = SPI_getvalue(t, d, 3);
+	v = SPI_getbinval(t, d, 4, &isnull);
+	if (!isnull)
+		conf->client_secret = oauth_open(DatumGetByteaPCopy(v), oauth_provider_context(name));
+	conf->auth_method = SPI_getvalue(t, d, 5);
+	conf->body_format = SPI_getvalue(t, d, 6);
+	conf->extra_params = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
+	conf->extra_headers = DatumGetJsonbPCopy(SPI_getbinval(t, d, 8, &isnull));
+	v = SPI_getbinval(t, d, 9, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypePCopy(v), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+			if (!nulls[i])
+				conf->reauth_errors = lappend(conf->reauth_errors, TextDatumGetCString(elems[i]));
+	}
+	conf->scope_separator = SPI_getvalue(t, d, 10);
+	conf->scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 11, &isnull));
+	if (DatumGetBool(SPI_getbinval(t, d, 12, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OAUTH_PROVIDER_CONFIG),
+				 errmsg("provider \"%s\" is paused after a client authentication failure", name),
+				 errdetail("%s", SPI_getvalue(t, d, 13)),
+				 errhint("Fix its client credentials with oauth.register_provider(); that resumes it.")));
+}
+
+static const char *
+klass_name(RefreshOutcome k)
+{
+	switch (k)
+	{
+		case RO_REFRESHED:
+			return "success";
+		case RO_REAUTH:
+			return "reauth";
+		case RO_PROVIDER:
+			return "provider";
+		default:
+			return "transient";
+	}
+}
+
+/*
+ * oauth._provider_call(provider, kind, fields jsonb, metadata jsonb)
+ *	 kind 'token': POST fields (plus the client's authentication) to the
+ *	 token endpoint; 'revoke': POST them to the revocation endpoint.
+ * Returns (klass, access_token, refresh_token, expires_in, rt_expires_in,
+ * scope, metadata, error, http_status).  Internal; owner only.
+ */
+Datum
+oauth_provider_call(PG_FUNCTION_ARGS)
+{
+	char	   *provider;
+	char	   *kind;
+	Jsonb	   *fields_j;
+	Jsonb	   *metadata;
+	ProviderConf conf;
+	FormField  *fields;
+	int			nfields = 0;
+	TokenRequest req;
+	HttpCall   *call;
+	TokenAnswer ans;
+	TupleDesc	desc;
+	Datum		values[9];
+	bool		nulls[9] = {0};
+	bool		revoke;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("provider, kind and fields must not be NULL")));
+	provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	fields_j = PG_GETARG_JSONB_P(2);
+	metadata = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	revoke = strcmp(kind, "revoke") == 0;
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	SPI_connect();
+	load_provider_conf(provider, &conf);
+	SPI_finish();
+	if (revoke)
+	{
+		if (conf.revoke_url == NULL)
+			elog(ERROR, "provider has no revocation endpoint");
+		conf.token_url = conf.revoke_url;
+	}
+
+	/* fields: every string member of the object, in key order */
+	fields = palloc(sizeof(FormField) * (JB_ROOT_COUNT(fields_j) + 1));
+	{
+		JsonbIterator *it = JsonbIteratorInit(&fields_j->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		char	   *key = NULL;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+				key = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (tok == WJB_VALUE && key && v.type == jbvString)
+			{
+				fields[nfields].name = key;
+				fields[nfields].value = pnstrdup(v.val.string.val, v.val.string.len);
+				nfields++;
+			}
+		}
+	}
+
+	build_token_request(&conf, metadata, fields, nfields, false, &req);
+	for (int i = 0; i < nfields; i++)
+		explicit_bzero((char *) fields[i].value, strlen(fields[i].value));
+	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
+	wipe_token_request(&req);
+	provider_conf_wipe(&conf);
+
+	if (revoke)
+	{
+		/* RFC 7009: 200 means revoked (or already invalid) */
+		memset(&ans, 0, sizeof(ans));
+		ans.http_status = call->status;
+		if (call->result == CURLE_OK && call->status >= 200 && call->status < 300)
+		{
+			ans.klass = RO_REFRESHED;
+			ans.message = pstrdup("revoked");
+		}
+		else
+		{
+			TokenAnswer tmp;
+
+			classify_answer(&conf, call, &tmp);
+			ans.klass = RO_TRANSIENT;
+			ans.message = tmp.message;
+		}
+	}
+	else
+		classify_answer(&conf, call, &ans);
+	http_free(call);
+
+	values[0] = CStringGetTextDatum(klass_name(ans.klass));
+	nulls[1] = ans.access_token == NULL;
+	if (ans.access_token)
+		values[1] = CStringGetTextDatum(ans.access_token);
+	nulls[2] = ans.refresh_token == NULL;
+	if (ans.refresh_token)
+		values[2] = CStringGetTextDatum(ans.refresh_token);
+	nulls[3] = !ans.has_expires_in;
+	values[3] = Int64GetDatum(ans.expires_in);
+	nulls[4] = !ans.has_rt_expires_in;
+	values[4] = Int64GetDatum(ans.rt_expires_in);
+	nulls[5] = ans.scope == NULL;
+	if (ans.scope)
+		values[5] = CStringGetTextDatum(ans.scope);
+	values[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(ans.metadata_json ? ans.metadata_json : "{}"));
+	nulls[7] = ans.message == NULL;
+	if (ans.message)
+		values[7] = CStringGetTextDatum(ans.error_code && ans.klass == RO_REAUTH ? ans.message : ans.message);
+	values[8] = Int32GetDatum((int32) ans.http_status);
+	if (ans.access_token)
+		explicit_bzero(ans.access_token, strlen(ans.access_token));
+	if (ans.refresh_token)
+		explicit_bzero(ans.refresh_token, strlen(ans.refresh_token));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * oauth._claim_code(sha256 bytea) returns boolean: true the first time this
+ * server sees the code, false after.  Lives in a small ring in shared
+ * memory; without preloading, always true (the table still guards).
+ */
+Datum
+oauth_claim_code(PG_FUNCTION_ARGS)
+{
+	bytea	   *h = PG_GETARG_BYTEA_PP(0);
+	bool		fresh = true;
+
+	if (VARSIZE_ANY_EXHDR(h) != 32)
+		elog(ERROR, "code hash must be 32 bytes");
+	if (!oauth_shmem_available())
+		PG_RETURN_BOOL(true);
+	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < OAUTH_CLAIMED_CODES; i++)
+		if (memcmp(oauth_shared->claimed[i], VARDATA_ANY(h), 32) == 0)
+		{
+			fresh = false;
+			break;
+		}
+	if (fresh)
+	{
+		memcpy(oauth_shared->claimed[oauth_shared->claimed_next % OAUTH_CLAIMED_CODES],
+			   VARDATA_ANY(h), 32);
+		oauth_shared->claimed_next++;
+	}
+	LWLockRelease(oauth_shared->lock);
+	PG_RETURN_BOOL(fresh);
+}
+
+/* oauth._urlencode(text): RFC 3986 percent-encoding of every reserved byte. */
+Datum
+oauth_urlencode(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char	   *enc = curl_easy_escape(NULL, VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in));
+	text	   *out;
+
+	if (enc == NULL)
+		elog(ERROR, "could not URL-encode");
+	out = cstring_to_text(enc);
+	curl_free(enc);
+	PG_RETURN_TEXT_P(out);
+}

@@ -1,0 +1,294 @@
+-- oauth_tokens install script, part 3: the connection lifecycle around
+-- refreshes: authorize URL, code exchange, client credentials, revocation.
+
+CREATE FUNCTION oauth._urlencode(text) RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_urlencode' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION oauth._claim_code(code_sha256 bytea) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_claim_code' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION oauth._provider_call(provider text, kind text, fields jsonb, metadata jsonb,
+    OUT klass text, OUT access_token text, OUT refresh_token text, OUT expires_in bigint,
+    OUT rt_expires_in bigint, OUT scope text, OUT metadata jsonb, OUT error text,
+    OUT http_status int)
+    AS 'MODULE_PATHNAME', 'oauth_provider_call' LANGUAGE C VOLATILE;
+
+-- Internal: fill {name} placeholders of a URL from metadata.
+CREATE FUNCTION oauth._fill_url(url text, metadata jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    m text[];
+    v text;
+BEGIN
+    FOR m IN SELECT regexp_matches(url, '\{([A-Za-z0-9_]+)\}', 'g') LOOP
+        v := metadata ->> m[1];
+        IF v IS NULL OR v !~ '^[A-Za-z0-9._:-]+$' THEN
+            RAISE EXCEPTION 'URL placeholder {%} has no valid value in metadata', m[1]
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('Pass metadata => ''{"%s": "..."}''.', m[1]);
+        END IF;
+        url := replace(url, '{' || m[1] || '}', v);
+    END LOOP;
+    RETURN url;
+END $$;
+
+-- Public: step 1 of the flow, the URL to send the customer to.
+CREATE FUNCTION oauth.authorize_url(provider text, redirect_uri text, state text,
+                                    scope text[] DEFAULT '{}', code_challenge text DEFAULT NULL,
+                                    metadata jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    scopes text[] := '{}';
+    s text;
+    q text;
+    k text;
+    v text;
+BEGIN
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('redirect_uri', redirect_uri);
+    PERFORM oauth._not_null('state', state);
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = provider;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
+    END IF;
+    IF p.authorize_url IS NULL THEN
+        RAISE EXCEPTION 'provider "%" has no authorize_url', provider
+            USING ERRCODE = 'OA004', HINT = 'Set authorize_url with oauth.register_provider().';
+    END IF;
+    IF redirect_uri !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN
+        RAISE EXCEPTION 'invalid redirect_uri "%"', redirect_uri USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF code_challenge IS NOT NULL AND code_challenge !~ '^[A-Za-z0-9_-]{43}$' THEN
+        RAISE EXCEPTION 'code_challenge must be an S256 challenge (43 base64url characters)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the provider's required scopes first, then the requested ones, once each
+    FOREACH s IN ARRAY p.required_scopes || coalesce(scope, '{}') LOOP
+        IF s <> '' AND NOT s = ANY (scopes) THEN
+            scopes := scopes || s;
+        END IF;
+    END LOOP;
+    q := 'response_type=code'
+      || '&client_id=' || oauth._urlencode(p.client_id)
+      || '&redirect_uri=' || oauth._urlencode(redirect_uri);
+    IF cardinality(scopes) > 0 THEN
+        q := q || '&scope=' || oauth._urlencode(array_to_string(scopes, p.scope_separator));
+    END IF;
+    q := q || '&state=' || oauth._urlencode(state);
+    IF code_challenge IS NOT NULL THEN
+        q := q || '&code_challenge=' || oauth._urlencode(code_challenge)
+               || '&code_challenge_method=S256';
+    END IF;
+    FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(p.authorize_params) e ORDER BY e.key LOOP
+        q := q || '&' || oauth._urlencode(k) || '=' || oauth._urlencode(v);
+    END LOOP;
+    RETURN oauth._fill_url(p.authorize_url, coalesce(metadata, '{}'))
+        || CASE WHEN p.authorize_url LIKE '%?%' THEN '&' ELSE '?' END || q;
+END $$;
+
+-- Internal: store a token answer as a connection (new, or an existing one of
+-- the same account re-authorized).  Returns the id.
+CREATE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
+                                   p_grant_type text, r record, p_scope text[], p_metadata jsonb)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    p oauth.providers;
+    c oauth.connections;
+    v_id uuid;
+    v_exp timestamptz;
+    v_rt_exp timestamptz;
+    v_scope text[];
+BEGIN
+    SELECT * INTO p FROM oauth.providers WHERE name = p_provider;
+    v_exp := CASE WHEN r.expires_in IS NOT NULL THEN now() + r.expires_in * interval '1 second'
+                  ELSE now() + p.default_lifetime END;
+    v_rt_exp := CASE WHEN r.rt_expires_in IS NOT NULL THEN now() + r.rt_expires_in * interval '1 second' END;
+    v_scope := CASE WHEN r.scope IS NOT NULL AND r.scope <> ''
+                    THEN regexp_split_to_array(trim(r.scope), '[ ,]+') ELSE coalesce(p_scope, '{}') END;
+    SELECT * INTO c FROM oauth.connections
+     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
+       FOR UPDATE;
+    IF FOUND THEN
+        v_id := c.id;
+        UPDATE oauth.connections SET
+            access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+            refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
+                THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
+                ELSE refresh_token_ciphertext END,
+            grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
+            refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
+            refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+            last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+            version = c.version + 1, updated_at = now()
+         WHERE id = v_id
+        RETURNING * INTO c;
+        UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
+                p.refresh_token_idle_ttl, v_rt_exp, now(),
+                c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials')
+         WHERE id = v_id;
+        PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
+                             jsonb_build_object('grant_type', p_grant_type));
+    ELSE
+        v_id := gen_random_uuid();
+        INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
+            access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+            refresh_token_expires_at, refresh_after, refreshed_at, metadata)
+        VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
+            oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+            oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
+            v_scope, v_exp, v_rt_exp,
+            oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
+                                 r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials'),
+            now(), p_metadata || r.metadata);
+        PERFORM oauth._event('created', p_workspace, v_id, p_provider,
+            jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
+                               'has_refresh_token', r.refresh_token IS NOT NULL));
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- Internal: raise the error for a failed token call.
+CREATE FUNCTION oauth._raise_call_failure(what text, p_provider text, r record) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF r.klass = 'reauth' THEN
+        RAISE EXCEPTION '% rejected by the provider', what
+            USING ERRCODE = 'OA002', DETAIL = format('The provider answered: %s.', r.error),
+                  HINT = 'Send the customer through oauth.authorize_url() again.';
+    ELSIF r.klass = 'provider' THEN
+        RAISE EXCEPTION 'provider "%" is misconfigured', p_provider
+            USING ERRCODE = 'OA004', DETAIL = r.error,
+                  HINT = 'Check the client id, secret and auth_method with oauth.register_provider().';
+    ELSE
+        RAISE EXCEPTION '% failed: the provider is unavailable', what
+            USING ERRCODE = 'OA003', DETAIL = r.error, HINT = 'Nothing was stored; try again later.';
+    END IF;
+END $$;
+
+-- Public: the authorization-code grant (RFC 6749 4.1, with PKCE).
+CREATE FUNCTION oauth.exchange_code(workspace_id text, provider text, code text, redirect_uri text,
+                                    code_verifier text DEFAULT NULL,
+                                    provider_account_id text DEFAULT NULL,
+                                    metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h bytea;
+    r record;
+    v_id uuid;
+    v_account text;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('code', code);
+    PERFORM oauth._not_null('redirect_uri', redirect_uri);
+    PERFORM oauth._not_null('metadata', metadata);
+    IF workspace_id = '' OR code = '' THEN
+        RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = provider) THEN
+        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
+    END IF;
+    h := sha256(convert_to(code, 'UTF8'));
+    IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
+       OR NOT oauth._claim_code(h) THEN
+        RAISE EXCEPTION 'authorization code was already sent to the provider'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Codes are single use; send the customer through oauth.authorize_url() again.';
+    END IF;
+    r := oauth._provider_call(provider, 'token',
+            jsonb_strip_nulls(jsonb_build_object('grant_type', 'authorization_code', 'code', code,
+                'redirect_uri', redirect_uri, 'code_verifier', code_verifier)),
+            metadata);
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('authorization code', provider, r);
+    END IF;
+    v_account := coalesce(provider_account_id, r.metadata ->> 'user_id', r.metadata ->> 'team.id',
+                          r.metadata ->> 'realmId', r.metadata ->> 'id', encode(h, 'hex'));
+    v_id := oauth._store_grant(workspace_id, provider, v_account, 'authorization_code', r, '{}', metadata);
+    INSERT INTO oauth.code_redemptions (code_sha256, provider, workspace_id, connection_id, outcome)
+    VALUES (h, provider, workspace_id, v_id, 'success');
+    RETURN v_id;
+END $$;
+
+-- Public: a connection for the client-credentials grant (no refresh token).
+CREATE FUNCTION oauth.client_credentials(workspace_id text, provider text, scope text[] DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    r record;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('scope', scope);
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = provider;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
+    END IF;
+    r := oauth._provider_call(provider, 'token',
+            CASE WHEN cardinality(scope) > 0
+                 THEN jsonb_build_object('grant_type', 'client_credentials',
+                                         'scope', array_to_string(scope, p.scope_separator))
+                 ELSE jsonb_build_object('grant_type', 'client_credentials') END,
+            '{}');
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('client credentials grant', provider, r);
+    END IF;
+    -- a provider that sends a refresh token here is ignored: renewal uses the client's credentials
+    r.refresh_token := NULL;
+    RETURN oauth._store_grant(workspace_id, provider, 'client:' || p.client_id,
+                              'client_credentials', r, scope, '{}');
+END $$;
+
+-- Public: revoke at the provider (RFC 7009) where it can, erase both tokens.
+CREATE FUNCTION oauth.revoke(workspace_id text, connection_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    p oauth.providers;
+    r record;
+    remote text := 'none';
+    err text;
+    tok text;
+    hint text;
+BEGIN
+    c := oauth._connection(workspace_id, connection_id);
+    IF c.revoked_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    IF p.revoke_url IS NOT NULL THEN
+        IF c.refresh_token_ciphertext IS NOT NULL THEN
+            tok := oauth._open(c.refresh_token_ciphertext, 'connection/' || c.id || '/refresh');
+            hint := 'refresh_token';
+        ELSE
+            tok := oauth._open(c.access_token_ciphertext, 'connection/' || c.id || '/access');
+            hint := 'access_token';
+        END IF;
+        BEGIN
+            r := oauth._provider_call(c.provider, 'revoke',
+                    jsonb_build_object('token', tok, 'token_type_hint', hint), c.metadata);
+            remote := CASE WHEN r.klass = 'success' THEN 'revoked' ELSE 'failed' END;
+            err := CASE WHEN r.klass <> 'success' THEN r.error END;
+        EXCEPTION WHEN OTHERS THEN
+            IF SQLSTATE = '57014' THEN  -- a cancel is the caller's word: stop here
+                RAISE;
+            END IF;
+            remote := 'failed';
+            err := SQLERRM;
+        END;
+        tok := NULL;
+    END IF;
+    UPDATE oauth.connections SET access_token_ciphertext = NULL, refresh_token_ciphertext = NULL,
+           revoked_at = now(), refresh_after = NULL, next_attempt_at = NULL,
+           version = c.version + 1, updated_at = now()
+     WHERE id = c.id;
+    PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
+                         jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
+        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
+END $$;
