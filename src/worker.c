@@ -1047,5 +1047,10 @@ oauth_worker_main(Datum arg)
 			ResetLatch(MyLatch);
 		collect_finished();
 	}
-	proc_exit(0);
+
+	/*
+	 * Exit code 1, not 0: a worker stopped by pg_terminate_backend() is
+	 * started again by the postmaster (at shutdown nothing is restarted).
+	 */
+	proc_exit(1);
 }

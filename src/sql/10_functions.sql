@@ -334,6 +334,8 @@ BEGIN
         jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
                                        WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
                                        ELSE 'active' END));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
+        'connection_id', c.id, 'provider', c.provider, 'state', 'active')::text);
 END $$;
 
 -- Public: remove a connection; its events stay.

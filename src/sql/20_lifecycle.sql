@@ -128,6 +128,8 @@ BEGIN
          WHERE id = v_id;
         PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                              jsonb_build_object('grant_type', p_grant_type));
+        PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
+            'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     ELSE
         v_id := gen_random_uuid();
         INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
