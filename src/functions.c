@@ -371,7 +371,8 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 			read_scoped(workspace, id, &snap);
 			if (snap.access_ct && snap.has_expires && snap.expires_at > GetCurrentTimestamp())
 				PG_RETURN_TEXT_P(decrypt_access(&snap, id));
-			raise_no_valid_token(res.message, res.next_attempt != 0, res.next_attempt);
+			/* the worker committed next_attempt_at before waking us */
+			raise_no_valid_token(res.message, snap.has_next_attempt, snap.next_attempt_at);
 		}
 		refreshed = true;
 	}

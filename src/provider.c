@@ -239,7 +239,7 @@ in_list(List *l, const char *s)
 /* Non-secret fields a provider returns that are worth keeping. */
 static const char *const kept_fields[] = {
 	"instance_url", "realmId", "realm_id", "api_domain", "team.id", "team.name",
-	"bot_user_id", "app_id", "workspace_id", "workspace_name", "hub_id",
+	"bot_user_id", "bot_id", "app_id", "workspace_id", "workspace_name", "hub_id",
 	"cloud_id", "id", "issued_at", NULL
 };
 

@@ -276,6 +276,23 @@ prepare_saved(const char *sql, int nargs, Oid *types)
 	return p;
 }
 
+/*
+ * SPI_execute_plan returns in SPI's procedure context, which SPI_finish
+ * frees at the end of the batch; come back to the caller's context, so that
+ * what a job keeps (names, decrypted secrets, messages) lives in job->cxt
+ * until publish().
+ */
+static int
+exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
+		  long count)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+
+	MemoryContextSwitchTo(cxt);
+	return rc;
+}
+
 static void
 prepare_plans(void)
 {
@@ -317,14 +334,17 @@ prepare_plans(void)
 		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
 		"RETURNING c.expires_at",
 		8, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID});
-	/* exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour */
+	/*
+	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
+	 * One draw sets both columns: the sweep looks only at refresh_after, so
+	 * it must not be earlier than next_attempt_at.
+	 */
 	plan_transient = prepare_saved(
 		"UPDATE oauth.connections c SET "
 		"  failure_count = c.failure_count + 1, last_refresh_error = $2, "
-		"  next_attempt_at = now() + make_interval(secs => greatest($3, "
-		"      least(3600, 5 * power(2, least(c.failure_count, 12))) * (0.5 + random() / 2))), "
-		"  refresh_after = now() + make_interval(secs => greatest($3, "
-		"      least(3600, 5 * power(2, least(c.failure_count, 12))) * (0.5 + random() / 2))), "
+		"  (next_attempt_at, refresh_after) = (SELECT b.t, b.t FROM (SELECT now() + "
+		"      make_interval(secs => greatest($3, least(3600, 5 * power(2, least(c.failure_count, 12))) "
+		"                                          * (0.5 + random() / 2))) AS t) b), "
 		"  updated_at = now() "
 		" WHERE c.id = $1 AND c.version = $4 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
 		"RETURNING c.next_attempt_at, c.failure_count",
@@ -366,7 +386,7 @@ add_event(const char *workspace, const pg_uuid_t *id, const char *provider,
 		n[2] = 'n';
 	v[3] = CStringGetTextDatum(event);
 	v[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(detail_json));
-	if (SPI_execute_plan(plan_event, v, n, false, 0) != SPI_OK_INSERT)
+	if (exec_plan(plan_event, v, n, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not record event");
 }
 
@@ -463,7 +483,7 @@ prepare_job(Job *job)
 	TokenRequest req;
 	ArrayType  *scope_arr;
 
-	if (SPI_execute_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
+	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read connection");
 	if (SPI_processed == 0)
 	{
@@ -741,7 +761,7 @@ finish_job(Job *job)
 		explicit_bzero(a->access_token, strlen(a->access_token));
 		if (a->refresh_token)
 			explicit_bzero(a->refresh_token, strlen(a->refresh_token));
-		if (SPI_execute_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store refreshed token");
 		if (SPI_processed == 0)
 		{
@@ -766,7 +786,7 @@ finish_job(Job *job)
 		v[0] = UUIDPGetDatum(&job->id);
 		v[1] = CStringGetTextDatum(a->error_code ? a->error_code : "invalid_grant");
 		v[2] = Int64GetDatum(job->seen_version);
-		if (SPI_execute_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not mark connection");
 		if (SPI_processed > 0)
 			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
@@ -780,7 +800,7 @@ finish_job(Job *job)
 
 		v[0] = CStringGetTextDatum(job->provider);
 		v[1] = CStringGetTextDatum(a->message);
-		if (SPI_execute_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
+		if (exec_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not pause provider");
 		add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
 				  psprintf("{\"class\": \"provider\", \"error\": %s, \"http_status\": %ld}",
@@ -798,7 +818,7 @@ finish_job(Job *job)
 		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
 		v[2] = Float8GetDatum((double) a->retry_after_s);
 		v[3] = Int64GetDatum(job->seen_version);
-		if (SPI_execute_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record failure");
 		if (SPI_processed > 0)
 		{
@@ -891,6 +911,7 @@ sweep(void)
 	int			n;
 	pg_uuid_t  *ids;
 	int64	   *versions;
+	MemoryContext caller = CurrentMemoryContext;
 
 	room = Min(oauth_sweep_batch, oauth_max_requests / 2 - n_queued - n_running);
 	if (room <= 0)
@@ -908,8 +929,9 @@ sweep(void)
 			elog(ERROR, "could not list due connections");
 	}
 	n = SPI_processed;
-	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
-	versions = palloc(sizeof(int64) * Max(n, 1));
+	/* outlive SPI_finish: the ids are posted after the transaction */
+	ids = MemoryContextAlloc(caller, sizeof(pg_uuid_t) * Max(n, 1));
+	versions = MemoryContextAlloc(caller, sizeof(int64) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -934,6 +956,8 @@ sweep(void)
 			break;
 	}
 	LWLockRelease(oauth_shared->lock);
+	pfree(ids);
+	pfree(versions);
 	sweep_again = (n == room);
 }
 

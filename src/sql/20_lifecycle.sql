@@ -179,6 +179,7 @@ DECLARE
     r record;
     v_id uuid;
     v_account text;
+    v_token_url text;
 BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
@@ -191,9 +192,13 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = provider) THEN
+    SELECT p.token_url INTO v_token_url FROM oauth.providers p WHERE p.name = provider;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
     END IF;
+    -- a token URL that cannot be built fails before the code is claimed: a
+    -- code that was never sent stays usable for a corrected call
+    PERFORM oauth._fill_url(v_token_url, metadata);
     h := sha256(convert_to(code, 'UTF8'));
     IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
        OR NOT oauth._claim_code(h) THEN
