@@ -177,9 +177,10 @@ SELECT try($$SELECT oauth.register_provider('p10_google2', 'https://oauth2.examp
                                             'google-secret', preset => 'google',
                                             default_lifetime => '15 minutes')$$);
 SELECT token_url, default_lifetime, preset FROM oauth.providers WHERE name = 'p10_google2';
--- ... also when the explicit value happens to equal the parameter's default:
--- auth_method was given, so it is not an "unspecified field" (the notion
--- preset uses client_secret_basic)
+-- ... but SQL cannot tell a value given equal to the parameter's default from
+-- an omitted one: with a preset, a parameter left at its default takes the
+-- preset's value (notion's client_secret_basic here).  Override to the default
+-- value with a second call without preset.
 SELECT try($$SELECT oauth.register_provider('p10_notion', NULL, 'notion-client', 'notion-secret',
                                             auth_method => 'client_secret_post', preset => 'notion')$$);
 SELECT p.auth_method, g.auth_method AS preset_auth_method

@@ -159,6 +159,18 @@ load_ring(const char *path, struct stat *st)
 					 errdetail("Each line of oauth.key_file must be key_id:base64 of 32 random bytes."),
 					 errhint("Create a key with: echo \"k1:$(openssl rand -base64 32)\" > oauth_tokens.keys")));
 		}
+		for (int i = 0; i < nkeys; i++)
+			if (strlen(keys[i].id) == idlen && strncmp(keys[i].id, p, idlen) == 0)
+			{
+				FreeFile(f);
+				explicit_bzero(line, sizeof(line));
+				explicit_bzero(raw, sizeof(raw));
+				pfree(keys);
+				ereport(ERROR,
+						(errcode(ERRCODE_CONFIG_FILE_ERROR),
+						 errmsg("duplicate key id in key file \"%s\" line %d", path, lineno),
+						 errhint("Each key in oauth.key_file needs its own id.")));
+			}
 		if (nkeys == cap)
 		{
 			cap *= 2;
@@ -228,6 +240,8 @@ ensure_ring(void)
 		st.st_size != ring_stat.st_size ||
 		st.st_mtim.tv_sec != ring_stat.st_mtim.tv_sec ||
 		st.st_mtim.tv_nsec != ring_stat.st_mtim.tv_nsec ||
+		st.st_ctim.tv_sec != ring_stat.st_ctim.tv_sec ||
+		st.st_ctim.tv_nsec != ring_stat.st_ctim.tv_nsec ||
 		st.st_mode != ring_stat.st_mode)
 		load_ring(path, &st);
 	pfree(path);

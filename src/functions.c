@@ -16,6 +16,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -323,13 +324,19 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 	else
 	{
 		Interval   *iv = PG_GETARG_INTERVAL_P(2);
+		int64		days_us;
+		int64		months_us;
 
-		min_validity = iv->time + (int64) iv->day * USECS_PER_DAY +
-			(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
-		if (min_validity < 0)
+		if (iv->time < 0 || iv->day < 0 || iv->month < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("min_validity must not be negative")));
+		/* a validity beyond what int64 microseconds hold means "always refresh" */
+		if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &days_us) ||
+			pg_mul_s64_overflow((int64) iv->month, (int64) DAYS_PER_MONTH * USECS_PER_DAY, &months_us) ||
+			pg_add_s64_overflow(iv->time, days_us, &min_validity) ||
+			pg_add_s64_overflow(min_validity, months_us, &min_validity))
+			min_validity = PG_INT64_MAX;
 	}
 
 	for (int attempt = 0;; attempt++)

@@ -319,13 +319,15 @@ BEGIN
     END IF;
     UPDATE oauth.connections SET
         access_token_ciphertext = oauth._seal(access_token, 'connection/' || c.id || '/access'),
-        refresh_token_ciphertext = oauth._seal(refresh_token, 'connection/' || c.id || '/refresh'),
+        -- a provider that does not send a new refresh token keeps the old one valid
+        refresh_token_ciphertext = coalesce(oauth._seal(refresh_token, 'connection/' || c.id || '/refresh'),
+                                            c.refresh_token_ciphertext),
         scope = coalesce(reauthorize.scope, c.scope),
         expires_at = reauthorize.expires_at,
         refresh_token_expires_at = NULL,
         refresh_after = oauth._refresh_after(reauthorize.expires_at, p.refresh_buffer,
                                              p.refresh_token_idle_ttl, NULL, now(),
-                                             refresh_token IS NOT NULL),
+                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL),
         refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
         last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
         version = c.version + 1, updated_at = now()

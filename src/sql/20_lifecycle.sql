@@ -180,6 +180,8 @@ DECLARE
     v_id uuid;
     v_account text;
     v_token_url text;
+    v_paused boolean;
+    v_pause_reason text;
 BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
@@ -192,12 +194,20 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT p.token_url INTO v_token_url FROM oauth.providers p WHERE p.name = provider;
+    SELECT p.token_url, p.paused_at IS NOT NULL, p.pause_reason
+      INTO v_token_url, v_paused, v_pause_reason
+      FROM oauth.providers p WHERE p.name = provider;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
     END IF;
-    -- a token URL that cannot be built fails before the code is claimed: a
+    -- what would stop the request before it is sent (a paused provider, a
+    -- token URL that cannot be built) fails before the code is claimed: a
     -- code that was never sent stays usable for a corrected call
+    IF v_paused THEN
+        RAISE EXCEPTION 'provider "%" is paused after a client authentication failure', provider
+            USING ERRCODE = 'OA004', DETAIL = coalesce(v_pause_reason, ''),
+                  HINT = 'Fix its client credentials with oauth.register_provider(); that resumes it.';
+    END IF;
     PERFORM oauth._fill_url(v_token_url, metadata);
     h := sha256(convert_to(code, 'UTF8'));
     IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
