@@ -192,20 +192,22 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	if (revoke)
 	{
 		/* RFC 7009: 200 means revoked (or already invalid) */
+		TokenAnswer body;
+
 		memset(&ans, 0, sizeof(ans));
 		ans.http_status = call->status;
-		if (call->result == CURLE_OK && call->status >= 200 && call->status < 300)
+		classify_answer(&conf, call, &body);
+		/* 2xx, unless the body says otherwise (Slack answers 200 {"ok":false}) */
+		if (call->result == CURLE_OK && call->status >= 200 && call->status < 300 &&
+			!body.has_error)
 		{
 			ans.klass = RO_REFRESHED;
 			ans.message = pstrdup("revoked");
 		}
 		else
 		{
-			TokenAnswer tmp;
-
-			classify_answer(&conf, call, &tmp);
 			ans.klass = RO_TRANSIENT;
-			ans.message = tmp.message;
+			ans.message = body.message;
 		}
 	}
 	else

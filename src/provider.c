@@ -270,6 +270,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	Field	   *f_desc;
 	Field	   *f_at;
 	char	   *code = NULL;
+	const char *pre = "";
 
 	memset(ans, 0, sizeof(*ans));
 	ans->http_status = call->status;
@@ -330,6 +331,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		f_desc = find_field(fields, "message");
 	if (f_error)
 		code = f_error->value;
+	ans->has_error = (code != NULL);
 
 	if (call->status == 429)
 	{
@@ -373,9 +375,10 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		return;
 	}
 	f_at = find_field(fields, "access_token");
+	if (f_at == NULL && (f_at = find_field(fields, "authed_user.access_token")) != NULL)
+		pre = "authed_user.";	/* Slack: a user token only, nested */
 	if (call->status < 200 || call->status >= 300 || f_at == NULL ||
-		!f_at->is_string || f_at->value[0] == '\0' ||
-		(code && find_field(fields, "ok") == NULL && false))
+		!f_at->is_string || f_at->value[0] == '\0')
 	{
 		if (code)
 			ans->message = psprintf("HTTP %ld: %s%s%s", call->status, clip(code, 60),
@@ -393,14 +396,15 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 
 		ans->klass = RO_REFRESHED;
 		ans->access_token = pstrdup(f_at->value);
-		f = find_field(fields, "refresh_token");
+		f = find_field(fields, psprintf("%srefresh_token", pre));
 		if (f && f->is_string && f->value[0] != '\0')
 			ans->refresh_token = pstrdup(f->value);
-		ans->has_expires_in = parse_int_field(find_field(fields, "expires_in"), &ans->expires_in);
+		ans->has_expires_in = parse_int_field(find_field(fields, psprintf("%sexpires_in", pre)),
+											  &ans->expires_in);
 		ans->has_rt_expires_in =
 			parse_int_field(find_field(fields, "refresh_token_expires_in"), &ans->rt_expires_in) ||
 			parse_int_field(find_field(fields, "x_refresh_token_expires_in"), &ans->rt_expires_in);
-		f = find_field(fields, "scope");
+		f = find_field(fields, psprintf("%sscope", pre));
 		if (f && f->is_string)
 			ans->scope = pstrdup(f->value);
 

@@ -61,6 +61,7 @@ typedef struct TokenAnswer
 	char	   *message;		/* short, secret-free description */
 	int			retry_after_s;
 	long		http_status;
+	bool		has_error;		/* the body carried an error code */
 } TokenAnswer;
 
 extern void build_token_request(ProviderConf *conf, Jsonb *metadata,

@@ -73,6 +73,7 @@ typedef struct Job
 	char	   *provider;		/* known after the first prepare */
 	int			provider_limit; /* 0: none */
 	char	   *workspace_id;
+	bool		client_credentials; /* renewed with the client's credentials */
 	ProviderConf conf;
 	HttpCall   *call;
 	TimestampTz started;
@@ -538,6 +539,7 @@ prepare_job(Job *job)
 	}
 
 	grant_type = getstr(t, d, 4);
+	job->client_credentials = strcmp(grant_type, "client_credentials") == 0;
 	job->conf.name = job->provider;
 	job->conf.token_url = getstr(t, d, 11);
 	job->conf.client_id = getstr(t, d, 12);
@@ -732,6 +734,12 @@ finish_job(Job *job)
 
 	job->outcome = a->klass;
 	job->message = a->message;
+	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
+	{
+		/* never stored for this grant: renewal uses the client's credentials */
+		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
+		a->refresh_token = NULL;
+	}
 	if (a->klass == RO_REFRESHED)
 	{
 		Datum		v[8];

@@ -224,7 +224,8 @@ BEGIN
         PERFORM oauth._raise_call_failure('authorization code', provider, r);
     END IF;
     v_account := coalesce(provider_account_id, r.metadata ->> 'user_id', r.metadata ->> 'team.id',
-                          r.metadata ->> 'realmId', r.metadata ->> 'id', encode(h, 'hex'));
+                          r.metadata ->> 'realmId', r.metadata ->> 'bot_id', r.metadata ->> 'id',
+                          encode(h, 'hex'));
     v_id := oauth._store_grant(workspace_id, provider, v_account, 'authorization_code', r, '{}', metadata);
     INSERT INTO oauth.code_redemptions (code_sha256, provider, workspace_id, connection_id, outcome)
     VALUES (h, provider, workspace_id, v_id, 'success');
