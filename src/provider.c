@@ -236,6 +236,25 @@ in_list(List *l, const char *s)
 	return false;
 }
 
+/* Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3); 0 if absent. */
+static int
+parse_retry_after(const char *v)
+{
+	time_t		t;
+
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (*v == '\0')
+		return 0;
+	if (*v >= '0' && *v <= '9')
+		return Min(atoi(v), 86400);
+	t = curl_getdate(v, NULL);
+	if (t <= 0)
+		return 0;
+	t -= time(NULL);
+	return t > 0 ? (int) Min(t, 86400) : 0;
+}
+
 /* Non-secret fields a provider returns that are worth keeping. */
 static const char *const kept_fields[] = {
 	"instance_url", "realmId", "realm_id", "api_domain", "team.id", "team.name",
@@ -336,7 +355,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	if (call->status == 429)
 	{
 		ans->message = psprintf("HTTP 429 rate limited");
-		ans->retry_after_s = call->retry_after[0] ? atoi(call->retry_after) : 0;
+		ans->retry_after_s = parse_retry_after(call->retry_after);
 		return;
 	}
 
@@ -366,7 +385,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	if (call->status >= 500)
 	{
 		ans->message = psprintf("HTTP %ld from provider", call->status);
-		ans->retry_after_s = call->retry_after[0] ? atoi(call->retry_after) : 0;
+		ans->retry_after_s = parse_retry_after(call->retry_after);
 		return;
 	}
 	if (!parsed)
