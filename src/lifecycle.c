@@ -78,17 +78,7 @@ load_provider_conf(const char *name, ProviderConf *conf)
 	conf->extra_headers = DatumGetJsonbPCopy(SPI_getbinval(t, d, 8, &isnull));
 	v = SPI_getbinval(t, d, 9, &isnull);
 	if (!isnull)
-	{
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-
-		deconstruct_array(DatumGetArrayTypePCopy(v), TEXTOID, -1, false, TYPALIGN_INT,
-						  &elems, &nulls, &n);
-		for (int i = 0; i < n; i++)
-			if (!nulls[i])
-				conf->reauth_errors = lappend(conf->reauth_errors, TextDatumGetCString(elems[i]));
-	}
+		conf->reauth_errors = text_array_to_list(v);
 	conf->scope_separator = SPI_getvalue(t, d, 10);
 	conf->scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 11, &isnull));
 	if (DatumGetBool(SPI_getbinval(t, d, 12, &isnull)))
@@ -161,25 +151,14 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 		conf.token_url = conf.revoke_url;
 	}
 
-	/* fields: every string member of the object, in key order */
-	fields = palloc(sizeof(FormField) * (JB_ROOT_COUNT(fields_j) + 1));
+	/* fields: every scalar member of the object, in key order */
 	{
-		JsonbIterator *it = JsonbIteratorInit(&fields_j->root);
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-		char	   *key = NULL;
+		List	   *l = jsonb_object_fields(fields_j);
+		ListCell   *lc;
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			if (tok == WJB_KEY)
-				key = pnstrdup(v.val.string.val, v.val.string.len);
-			else if (tok == WJB_VALUE && key && v.type == jbvString)
-			{
-				fields[nfields].name = key;
-				fields[nfields].value = pnstrdup(v.val.string.val, v.val.string.len);
-				nfields++;
-			}
-		}
+		fields = palloc(sizeof(FormField) * (list_length(l) + 1));
+		foreach(lc, l)
+			fields[nfields++] = *(FormField *) lfirst(lc);
 	}
 
 	build_token_request(&conf, metadata, fields, nfields, false, &req);

@@ -28,6 +28,8 @@
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -460,6 +462,66 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 
 /* ---- building --------------------------------------------------------- */
 
+/*
+ * The scalar members of a JSON object as FormFields (name, value as text),
+ * in key order; nulls, arrays and objects are skipped.
+ */
+List *
+jsonb_object_fields(Jsonb *obj)
+{
+	JsonbIterator *it = JsonbIteratorInit(&obj->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *key = NULL;
+	List	   *out = NIL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		FormField  *f;
+
+		if (tok == WJB_KEY)
+		{
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE || key == NULL)
+			continue;
+		f = palloc(sizeof(FormField));
+		f->name = key;
+		if (v.type == jbvString)
+			f->value = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (v.type == jbvNumeric)
+			f->value = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v.val.numeric)));
+		else if (v.type == jbvBool)
+			f->value = v.val.boolean ? "true" : "false";
+		else
+		{
+			pfree(f);
+			continue;
+		}
+		out = lappend(out, f);
+	}
+	return out;
+}
+
+/* A text[] datum as a List of C strings, NULL elements skipped. */
+List *
+text_array_to_list(Datum arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *out = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			out = lappend(out, TextDatumGetCString(elems[i]));
+	return out;
+}
+
 static void
 append_form(StringInfo buf, const char *name, const char *value)
 {
@@ -562,29 +624,13 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 			ADD_FIELD(fields[i].name, fields[i].value);
 	if (with_extra_params && conf->extra_params)
 	{
-		JsonbIterator *it = JsonbIteratorInit(&conf->extra_params->root);
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-		char	   *key = NULL;
+		List	   *extra = jsonb_object_fields(conf->extra_params);
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		foreach(lc, extra)
 		{
-			if (tok == WJB_KEY)
-				key = pnstrdup(v.val.string.val, v.val.string.len);
-			else if (tok == WJB_VALUE && key)
-			{
-				char	   *val;
+			FormField  *f = lfirst(lc);
 
-				if (v.type == jbvString)
-					val = pnstrdup(v.val.string.val, v.val.string.len);
-				else if (v.type == jbvNumeric)
-					val = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-				else if (v.type == jbvBool)
-					val = v.val.boolean ? "true" : "false";
-				else
-					continue;
-				ADD_FIELD(key, val);
-			}
+			ADD_FIELD(f->name, f->value);
 		}
 	}
 	if (post || strcmp(conf->auth_method, "none") == 0)
@@ -619,17 +665,13 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 	}
 	if (conf->extra_headers)
 	{
-		JsonbIterator *it = JsonbIteratorInit(&conf->extra_headers->root);
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-		char	   *key = NULL;
+		List	   *extra = jsonb_object_fields(conf->extra_headers);
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		foreach(lc, extra)
 		{
-			if (tok == WJB_KEY)
-				key = pnstrdup(v.val.string.val, v.val.string.len);
-			else if (tok == WJB_VALUE && key && v.type == jbvString)
-				hdrs = lappend(hdrs, psprintf("%s: %.*s", key, v.val.string.len, v.val.string.val));
+			FormField  *f = lfirst(lc);
+
+			hdrs = lappend(hdrs, psprintf("%s: %s", f->name, f->value));
 		}
 	}
 	req->nheaders = list_length(hdrs);

@@ -71,5 +71,7 @@ extern void wipe_token_request(TokenRequest *req);
 extern void classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
 extern char *substitute_placeholders(const char *url, Jsonb *metadata);
 extern void provider_conf_wipe(ProviderConf *conf);
+extern List *jsonb_object_fields(Jsonb *obj);
+extern List *text_array_to_list(Datum arr);
 
 #endif

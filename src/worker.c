@@ -371,6 +371,31 @@ prepare_plans(void)
 		1, (Oid[]) {INT4OID});
 }
 
+/*
+ * Open a transaction with SPI and a snapshot for a batch of the worker's
+ * work, and say what it does in pg_stat_activity (never a token).
+ */
+static void
+begin_work(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	prepare_plans();
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit what begin_work opened. */
+static void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 static void
 add_event(const char *workspace, const pg_uuid_t *id, const char *provider,
 		  const char *event, const char *detail_json)
@@ -558,18 +583,7 @@ prepare_job(Job *job)
 		Datum		re = SPI_getbinval(t, d, 18, &isnull);
 
 		if (!isnull)
-		{
-			Datum	   *elems;
-			bool	   *nulls;
-			int			n;
-
-			deconstruct_array(DatumGetArrayTypeP(re), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, &nulls, &n);
-			for (int i = 0; i < n; i++)
-				if (!nulls[i])
-					job->conf.reauth_errors = lappend(job->conf.reauth_errors,
-													  TextDatumGetCString(elems[i]));
-		}
+			job->conf.reauth_errors = text_array_to_list(re);
 	}
 	job->conf.scope_separator = getstr(t, d, 19);
 	job->conf.scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 20, &isnull));
@@ -661,12 +675,7 @@ start_jobs(void)
 			continue;
 		if (!in_xact)
 		{
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			prepare_plans();
-			pgstat_report_activity(STATE_RUNNING, "oauth_tokens: preparing refreshes");
+			begin_work("oauth_tokens: preparing refreshes");
 			in_xact = true;
 		}
 		job->idstr = MemoryContextStrdup(job->cxt, oauth_uuid_str(&job->id));
@@ -702,10 +711,7 @@ start_jobs(void)
 	}
 	if (in_xact)
 	{
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		end_work();
 	}
 	foreach(lc, done)
 	{
@@ -853,12 +859,7 @@ finish_jobs(List *done)
 
 	if (done == NIL)
 		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	prepare_plans();
-	pgstat_report_activity(STATE_RUNNING, "oauth_tokens: storing refresh results");
+	begin_work("oauth_tokens: storing refresh results");
 	foreach(lc, done)
 	{
 		Job		   *job = lfirst(lc);
@@ -874,10 +875,7 @@ finish_jobs(List *done)
 					(errmsg("oauth_tokens: could not store the result of a refresh: %s", err)));
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	end_work();
 	foreach(lc, done)
 		publish(lfirst(lc));
 }
@@ -924,12 +922,7 @@ sweep(void)
 	room = Min(oauth_sweep_batch, oauth_max_requests / 2 - n_queued - n_running);
 	if (room <= 0)
 		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	prepare_plans();
-	pgstat_report_activity(STATE_RUNNING, "oauth_tokens: sweeping for due connections");
+	begin_work("oauth_tokens: sweeping for due connections");
 	{
 		Datum		arg = Int32GetDatum(room);
 
@@ -947,10 +940,7 @@ sweep(void)
 		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		versions[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	end_work();
 
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
@@ -973,17 +963,10 @@ sweep(void)
 static void
 prune_events(void)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "oauth_tokens: pruning events");
+	begin_work("oauth_tokens: pruning events");
 	SPI_execute(psprintf("DELETE FROM oauth.events WHERE at < now() - interval '%d seconds'",
 						 oauth_event_retention_s), false, 0);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	end_work();
 }
 
 /* ---- main loop -------------------------------------------------------------- */
