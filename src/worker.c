@@ -69,6 +69,7 @@ typedef struct Job
 	uint64		gen;
 	int64		seen_version;
 	uint32		flags;
+	int64		rank;			/* sweep jobs: place in the fair order (order_queue) */
 	MemoryContext cxt;
 	char	   *provider;		/* known after the first prepare */
 	int			provider_limit; /* 0: none */
@@ -92,6 +93,14 @@ static MemoryContext jobs_cxt = NULL;
 static TimestampTz next_sweep = 0;
 static TimestampTz next_prune = 0;
 static bool sweep_again = false;
+
+/* the last sweep's fair order: connection id -> its rank in its workspace */
+typedef struct SweepRank
+{
+	pg_uuid_t	id;
+	int64		rank;
+} SweepRank;
+static HTAB *sweep_ranks = NULL;
 
 void
 oauth_register_worker(void)
@@ -367,7 +376,9 @@ prepare_plans(void)
 		"VALUES ($1, $2, $3, $4, $5)",
 		5, (Oid[]) {TEXTOID, UUIDOID, TEXTOID, TEXTOID, JSONBOID});
 	plan_due = prepare_saved(
-		"SELECT id, version FROM oauth._due_connections($1)",
+		"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) "
+		"  FROM oauth._due_connections($1) WITH ORDINALITY AS d(id, version, workspace_id, provider, n) "
+		" ORDER BY n",
 		1, (Oid[]) {INT4OID});
 }
 
@@ -657,6 +668,7 @@ start_jobs(void)
 	List	   *to_finish = NIL;
 	ListCell   *lc;
 	bool		in_xact = false;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (dlist_is_empty(&queue) || n_running >= oauth_max_concurrent_refreshes)
 		return;
@@ -704,9 +716,13 @@ start_jobs(void)
 		}
 		else if (job->finished)
 		{
+			/* the list must outlive end_work(), which frees SPI's context */
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
 			dlist_delete(&job->node);
 			n_queued--;
 			done = lappend(done, job);
+			MemoryContextSwitchTo(old);
 		}
 	}
 	if (in_xact)
@@ -917,7 +933,9 @@ sweep(void)
 	int			n;
 	pg_uuid_t  *ids;
 	int64	   *versions;
+	int64	   *ranks;
 	MemoryContext caller = CurrentMemoryContext;
+	HASHCTL		ctl;
 
 	room = Min(oauth_sweep_batch, oauth_max_requests / 2 - n_queued - n_running);
 	if (room <= 0)
@@ -933,14 +951,35 @@ sweep(void)
 	/* outlive SPI_finish: the ids are posted after the transaction */
 	ids = MemoryContextAlloc(caller, sizeof(pg_uuid_t) * Max(n, 1));
 	versions = MemoryContextAlloc(caller, sizeof(int64) * Max(n, 1));
+	ranks = MemoryContextAlloc(caller, sizeof(int64) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
 		bool		isnull;
 
 		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		versions[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		ranks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 	}
 	end_work();
+
+	/*
+	 * Remember every listed connection's rank, queued ones included (they
+	 * are still due): order_queue() sorts the sweep's jobs by it.
+	 */
+	if (sweep_ranks)
+		hash_destroy(sweep_ranks);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(SweepRank);
+	ctl.hcxt = jobs_cxt;
+	sweep_ranks = hash_create("oauth_tokens sweep ranks", Max(n, 16), &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < n; i++)
+	{
+		SweepRank  *r = hash_search(sweep_ranks, &ids[i], HASH_ENTER, NULL);
+
+		r->rank = ranks[i];
+	}
 
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
@@ -956,7 +995,72 @@ sweep(void)
 	LWLockRelease(oauth_shared->lock);
 	pfree(ids);
 	pfree(versions);
+	pfree(ranks);
 	sweep_again = (n == room);
+}
+
+typedef struct QueuedJob
+{
+	Job		   *job;
+	int			pos;
+} QueuedJob;
+
+static int
+queued_job_cmp(const void *a, const void *b)
+{
+	const QueuedJob *x = a;
+	const QueuedJob *y = b;
+	bool		xs = (x->job->flags & REQ_SWEEP) != 0;
+	bool		ys = (y->job->flags & REQ_SWEEP) != 0;
+
+	if (xs != ys)
+		return xs ? 1 : -1;		/* callers first */
+	if (xs && x->job->rank != y->job->rank)
+		return x->job->rank < y->job->rank ? -1 : 1;
+	return x->pos - y->pos;		/* stable */
+}
+
+/*
+ * Put the queue in fair order after a sweep: callers' jobs first, as they
+ * came; then the sweep's jobs by their rank within their workspace (the
+ * oldest due of every workspace first, then the second of each, ...), so
+ * that a backlog queued by earlier sweeps never holds up a connection of
+ * another workspace that became due later.
+ */
+static void
+order_queue(void)
+{
+	QueuedJob  *arr;
+	dlist_iter	cit;
+	dlist_mutable_iter it;
+	int			len = 0;
+	int			n = 0;
+
+	dlist_foreach(cit, &queue)
+		len++;
+	if (len < 2)
+		return;
+	arr = palloc(sizeof(QueuedJob) * len);
+	dlist_foreach_modify(it, &queue)
+	{
+		Job		   *job = dlist_container(Job, node, it.cur);
+
+		if ((job->flags & REQ_SWEEP) && sweep_ranks)
+		{
+			SweepRank  *r = hash_search(sweep_ranks, &job->id, HASH_FIND, NULL);
+
+			if (r)
+				job->rank = r->rank;
+		}
+		arr[n].job = job;
+		arr[n].pos = n;
+		n++;
+		dlist_delete(&job->node);
+	}
+	qsort(arr, n, sizeof(QueuedJob), queued_job_cmp);
+	for (int i = 0; i < n; i++)
+		dlist_push_tail(&queue, &arr[i].job->node);
+	pfree(arr);
 }
 
 /* Drop events older than oauth.event_retention. */
@@ -1040,6 +1144,7 @@ oauth_worker_main(Datum arg)
 			next_sweep = TimestampTzPlusMilliseconds(now, oauth_sweep_interval_ms);
 			sweep();
 			drain_ring();
+			order_queue();
 		}
 		if (now >= next_prune)
 		{
