@@ -452,6 +452,7 @@ def is_token_path(path):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256   # bursts of concurrent refreshes (benchmarks)
     block_on_close = False
 
     def __init__(self, addr, ssl_ctx, logpath):
