@@ -190,6 +190,7 @@ class State:
 
 
 class Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go in two writes
     protocol_version = "HTTP/1.1"
     server_version = "FakeOAuth/1.0"
     timeout = 300
@@ -452,7 +453,7 @@ def is_token_path(path):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256   # bursts of concurrent refreshes (benchmarks)
+    request_queue_size = 1024  # bursts of concurrent refreshes (benchmarks)
     block_on_close = False
 
     def __init__(self, addr, ssl_ctx, logpath):
