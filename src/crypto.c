@@ -24,6 +24,13 @@
  * mac = HMAC(master, "oauth_tokens/mac").  No key derivation runs per call,
  * so a seal or open costs microseconds (see bench/).
  *
+ * Each process keeps the last plaintexts it opened, keyed by context, with
+ * the exact ciphertext they came from (oauth.decrypt_cache_size slots, wiped when
+ * dropped, dropped whenever the key ring is re-read).  A ciphertext equal
+ * byte for byte to one already verified for the same context needs no MAC
+ * or AES again; anything else takes the full path.  This is what keeps
+ * valid_token near the primary-key floor.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -37,6 +44,7 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
+#include "common/hashfn.h"
 #include "utils/memutils.h"
 
 #include "crypto.h"
@@ -61,6 +69,23 @@ static OAuthKey *ring = NULL;
 static int	ring_len = 0;
 static char *ring_path = NULL;
 static struct stat ring_stat;
+
+/*
+ * The open cache (see the header): direct-mapped, oauth.decrypt_cache_size
+ * slots, a slot chosen by the hash of the context.  Fixed cost on a miss,
+ * no eviction policy to run.
+ */
+#define CONTEXT_MAX 64
+typedef struct OpenCacheSlot
+{
+	char		context[CONTEXT_MAX];	/* "" when empty */
+	bytea	   *ciphertext;
+	char	   *plain;
+} OpenCacheSlot;
+int			oauth_decrypt_cache_size = 4096;
+static OpenCacheSlot *open_cache = NULL;
+static int	open_cache_len = 0;
+static MemoryContext open_cache_cxt = NULL;
 
 static PGFunction pgcrypto_encrypt_iv = NULL;
 static PGFunction pgcrypto_decrypt_iv = NULL;
@@ -95,6 +120,44 @@ hmac_sha256(const uint8 *key, size_t keylen, const uint8 *data, size_t len,
 						errmsg("could not compute HMAC")));
 	}
 	pg_hmac_free(ctx);
+}
+
+/* Forget every cached plaintext, wiping it first. */
+static void
+open_cache_clear(void)
+{
+	if (open_cache == NULL)
+		return;
+	for (int i = 0; i < open_cache_len; i++)
+		if (open_cache[i].plain)
+			explicit_bzero(open_cache[i].plain, strlen(open_cache[i].plain));
+	MemoryContextReset(open_cache_cxt);
+	open_cache = NULL;
+	open_cache_len = 0;
+}
+
+/* The slot for a context, or NULL when caching is off or it does not fit. */
+static OpenCacheSlot *
+open_cache_slot(const char *context)
+{
+	size_t		len = strlen(context);
+
+	if (oauth_decrypt_cache_size <= 0 || len >= CONTEXT_MAX)
+	{
+		open_cache_clear();
+		return NULL;
+	}
+	if (open_cache_len != oauth_decrypt_cache_size)
+	{
+		open_cache_clear();
+		if (open_cache_cxt == NULL)
+			open_cache_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens open cache",
+												   ALLOCSET_DEFAULT_SIZES);
+		open_cache = MemoryContextAllocZero(open_cache_cxt,
+											sizeof(OpenCacheSlot) * oauth_decrypt_cache_size);
+		open_cache_len = oauth_decrypt_cache_size;
+	}
+	return &open_cache[hash_bytes((const unsigned char *) context, len) % open_cache_len];
 }
 
 /*
@@ -199,6 +262,7 @@ load_ring(const char *path, struct stat *st)
 		explicit_bzero(ring, ring_len * sizeof(OAuthKey));
 		pfree(ring);
 	}
+	open_cache_clear();
 	ring = keys;
 	ring_len = nkeys;
 	ring_stat = *st;
@@ -228,6 +292,7 @@ ensure_ring(void)
 			ring = NULL;
 			ring_len = 0;
 		}
+		open_cache_clear();
 		errno = save_errno;
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
@@ -368,6 +433,30 @@ oauth_ciphertext_key_id(bytea *ciphertext)
 	return pstrdup(keyid);
 }
 
+/* Remember a verified ciphertext and its plaintext in the context's slot. */
+static void
+open_cache_put(OpenCacheSlot *slot, const char *context, const uint8 *ct, int n,
+			   const char *plain)
+{
+	MemoryContext old;
+
+	if (slot == NULL || open_cache == NULL)
+		return;
+	if (slot->plain)
+	{
+		explicit_bzero(slot->plain, strlen(slot->plain));
+		pfree(slot->plain);
+		pfree(slot->ciphertext);
+	}
+	old = MemoryContextSwitchTo(open_cache_cxt);
+	strlcpy(slot->context, context, CONTEXT_MAX);
+	slot->ciphertext = palloc(VARHDRSZ + n);
+	SET_VARSIZE(slot->ciphertext, VARHDRSZ + n);
+	memcpy(VARDATA(slot->ciphertext), ct, n);
+	slot->plain = pstrdup(plain);
+	MemoryContextSwitchTo(old);
+}
+
 /*
  * Decrypt a ciphertext that must belong to the row named by context.
  * Returns a palloc'd NUL-terminated string.  Errors name no secret.
@@ -379,6 +468,7 @@ oauth_open(bytea *ciphertext, const char *context)
 	int			n;
 	char		keyid[MAX_KEY_ID + 1];
 	OAuthKey   *key;
+	OpenCacheSlot *slot;
 	uint8		mac[MAC_LEN];
 	uint8		diff = 0;
 	int			idlen;
@@ -389,6 +479,14 @@ oauth_open(bytea *ciphertext, const char *context)
 
 	ensure_ring();
 	parse_header(ciphertext, &p, &n, keyid);
+
+	/* the same ciphertext already verified for this row: no MAC, no AES */
+	slot = open_cache_slot(context);
+	if (slot && slot->plain && strcmp(slot->context, context) == 0 &&
+		VARSIZE_ANY_EXHDR(slot->ciphertext) == n &&
+		memcmp(VARDATA_ANY(slot->ciphertext), p, n) == 0)
+		return pstrdup(slot->plain);
+
 	key = find_key(keyid);
 	if (key == NULL)
 		ereport(ERROR,
@@ -419,6 +517,7 @@ oauth_open(bytea *ciphertext, const char *context)
 	memcpy(result, VARDATA_ANY(plain), plen);
 	result[plen] = '\0';
 	explicit_bzero(VARDATA_ANY(plain), plen);
+	open_cache_put(slot, context, p, n, result);
 	return result;
 }
 

@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 extern char *oauth_key_file;
+extern int	oauth_decrypt_cache_size;
 
 extern bytea *oauth_seal(const char *plain, int len, const char *context);
 extern char *oauth_open(bytea *ciphertext, const char *context);

@@ -88,6 +88,11 @@ _PG_init(void)
 							"Most connections one sweep round queues.",
 							NULL, &oauth_sweep_batch, 1000, 1, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.decrypt_cache_size",
+							"Decrypted tokens each session keeps, by row, to skip repeated decryption; 0 turns it off.",
+							"A cached token is served only while the stored ciphertext is byte for byte the one it came from.",
+							&oauth_decrypt_cache_size, 4096, 0, 1048576,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("oauth");
 
 	if (!process_shared_preload_libraries_in_progress)
