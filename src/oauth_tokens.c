@@ -47,10 +47,6 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("oauth.database",
-							   "Database the oauth_tokens background worker connects to.",
-							   NULL, &oauth_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("oauth.key_file",
 							   "Key ring file: one key_id:base64 key a line, the first is active.",
 							   "A relative path is taken from the data directory.",
@@ -93,6 +89,12 @@ _PG_init(void)
 							"A cached token is served only while the stored ciphertext is byte for byte the one it came from.",
 							&oauth_decrypt_cache_size, 4096, 0, 1048576,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	/* a postmaster setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("oauth.database",
+								   "Database the oauth_tokens background worker connects to.",
+								   NULL, &oauth_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("oauth");
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -1,0 +1,113 @@
+# The refresh engine's edges: a waiter honours statement_timeout and cancel
+# and leaves nothing behind; token_rejected refreshes only the token still
+# stored; without preloading a fresh token still reads and a refresh gives
+# OA006 with a hint; the worker waits politely for a missing extension.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/..";
+use OAuthProvider;
+use OAuthTestUtil;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $p = OAuthProvider->new;
+my $node = oauth_node('misc', http_timeout => '20s');
+oauth_register($node, 'p1', $p->token_url);
+
+# --- a waiter honours statement_timeout, and cancel ---------------------------
+$p->set_grant('hang', mode => 'hang', hang_seconds => 6);
+my $hang = oauth_create_conn($node, 'ws1', 'p1', 'acct-h', 'at-h', 'hang.0',
+	"now() - interval '1 minute'");
+my $r = oauth_psql($node,
+	"SET statement_timeout = '1s'; SELECT oauth.valid_token('ws1', '$hang')");
+is($r->{sqlstate}, '57014', 'a waiting valid_token is stopped by statement_timeout');
+cmp_ok($r->{elapsed}, '<', 5, '... long before the provider answers');
+
+my $s = oauth_session($node);
+$s->send("SELECT oauth.valid_token('ws1', '$hang')");
+ok( oauth_poll(10, 0.1, sub {
+		$node->safe_psql('postgres',
+			"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'"
+		) >= 1;
+	}),
+	'a second caller is waiting on the refresh');
+$node->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'"
+);
+my $w = $s->wait(10);
+like($w->{err}, qr/canceling statement due to user request/, 'cancel interrupts the wait');
+$s->quit;
+
+# the hung refresh ends (transient: timeout or answer), the entry is released,
+# and a new request for the same connection is served
+$p->set_grant('hang', mode => 'ok');
+ok( oauth_poll(30, 0.2, sub {
+		my $x = oauth_psql($node, "SELECT oauth.refresh('ws1', '$hang')");
+		$x->{out} eq 'refreshed';
+	}),
+	'after the cancelled waits, the connection refreshes normally');
+is($node->safe_psql('postgres', "SELECT in_flight FROM oauth.stats()"),
+	'0', 'nothing is left in flight');
+
+# --- token_rejected -------------------------------------------------------------
+my $tr = oauth_create_conn($node, 'ws1', 'p1', 'acct-t', 'at-old', 'tr.0',
+	"now() + interval '1 day'");
+$node->safe_psql('postgres', "SELECT oauth.token_rejected('ws1', '$tr', 'not-the-stored-token')");
+is($p->stats->{by_grant}{tr} // 0, 0, 'a token that is not the stored one: no refresh');
+$node->safe_psql('postgres', "SELECT oauth.token_rejected('ws1', '$tr', 'at-old')");
+is($p->stats->{by_grant}{tr}, 1, 'the stored token rejected: one refresh');
+is($node->safe_psql('postgres', "SELECT oauth.valid_token('ws1', '$tr')"),
+	'at-tr-1', 'the next valid_token returns the new token');
+is(oauth_event_count($node, $tr, 'token_rejected'), 1, 'event token_rejected recorded');
+$node->safe_psql('postgres', "SELECT oauth.token_rejected('ws1', '$tr', 'at-old')");
+is($p->stats->{by_grant}{tr}, 1, 'the old token reported again (already replaced): nothing happens');
+$r = oauth_psql($node, "SELECT oauth.token_rejected('ws2', '$tr', 'at-tr-1')");
+is($r->{sqlstate}, 'OA001', 'token_rejected of another workspace: not found');
+
+$node->stop;
+
+# --- without preloading ---------------------------------------------------------
+my $bare = PostgreSQL::Test::Cluster->new('bare');
+$bare->init;
+$bare->append_conf('postgresql.conf', "oauth.allow_http = on\n");
+oauth_write_keys($bare, [ [ 'k1', oauth_random_b64(32) ] ]);
+$bare->start;
+$bare->safe_psql('postgres', 'CREATE EXTENSION oauth_tokens CASCADE');
+oauth_register($bare, 'p1', $p->token_url);
+my $fresh = oauth_create_conn($bare, 'ws1', 'p1', 'acct-f', 'at-fresh', 'f.0',
+	"now() + interval '1 day'");
+my $stale = oauth_create_conn($bare, 'ws1', 'p1', 'acct-s', 'at-stale', 's.0',
+	"now() - interval '1 minute'");
+is($bare->safe_psql('postgres', "SELECT oauth.valid_token('ws1', '$fresh')"),
+	'at-fresh', 'not preloaded: a fresh token still reads');
+$r = oauth_psql($bare, "SELECT oauth.valid_token('ws1', '$stale')");
+is($r->{sqlstate}, 'OA006', 'not preloaded: a refresh gives OA006');
+like($r->{err}, qr/HINT:.*shared_preload_libraries/, '... with a hint that says what to set');
+$r = oauth_psql($bare, "SELECT oauth.refresh('ws1', '$fresh')");
+is($r->{sqlstate}, 'OA006', 'not preloaded: refresh() gives OA006');
+$bare->stop;
+
+# --- the worker waits politely for a database without the extension -----------
+my $empty = PostgreSQL::Test::Cluster->new('empty');
+$empty->init;
+$empty->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'oauth_tokens'\noauth.database = 'postgres'\n");
+$empty->start;
+ok( oauth_poll(20, 0.2, sub {
+		slurp_file($empty->logfile) =~ /extension not installed in database "postgres"; waiting/;
+	}),
+	'worker logs that the extension is missing');
+my $pid1 = oauth_worker_pid($empty);
+ok($pid1, 'and keeps running');
+sleep 1;    # observation window, not synchronisation: no restart may happen
+is(oauth_worker_pid($empty), $pid1, 'no crash loop: the same worker process');
+my $log = slurp_file($empty->logfile);
+my $n = () = $log =~ /extension not installed/g;
+is($n, 1, 'the missing extension is logged once');
+$empty->safe_psql('postgres', 'CREATE EXTENSION oauth_tokens CASCADE');
+$empty->stop;
+
+done_testing();
