@@ -203,6 +203,22 @@ post_background(const pg_uuid_t *id, int64 version)
 
 	if (!oauth_shmem_available())
 		return;
+
+	/*
+	 * Every caller inside the refresh window lands here until the refresh is
+	 * done: a shared-lock look first, so that they do not queue on the
+	 * exclusive lock (nor count as joined waiters) for a request in flight.
+	 */
+	LWLockAcquire(oauth_shared->lock, LW_SHARED);
+	{
+		RefreshEntry *e = hash_search(oauth_requests, id, HASH_FIND, NULL);
+
+		ready = (e == NULL || e->state == RS_DONE);
+	}
+	LWLockRelease(oauth_shared->lock);
+	if (!ready)
+		return;
+
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	ready = oauth_shared->worker_pid != 0 && oauth_shared->worker_dboid == MyDatabaseId;
 	if (ready)
