@@ -24,7 +24,7 @@
  * mac = HMAC(master, "oauth_tokens/mac").  No key derivation runs per call,
  * so a seal or open costs microseconds (see bench/).
  *
- * Each process keeps the last plaintexts it opened, keyed by context, with
+ * Each process keeps the last access tokens it opened, keyed by context, with
  * the exact ciphertext they came from (oauth.decrypt_cache_size slots, wiped when
  * dropped, dropped whenever the key ring is re-read).  A ciphertext equal
  * byte for byte to one already verified for the same context needs no MAC
@@ -142,11 +142,14 @@ open_cache_slot(const char *context)
 {
 	size_t		len = strlen(context);
 
-	if (oauth_decrypt_cache_size <= 0 || len >= CONTEXT_MAX)
+	if (oauth_decrypt_cache_size <= 0)
 	{
 		open_cache_clear();
 		return NULL;
 	}
+	/* access tokens only: refresh tokens and client secrets are never kept */
+	if (len >= CONTEXT_MAX || len < 7 || strcmp(context + len - 7, "/access") != 0)
+		return NULL;
 	if (open_cache_len != oauth_decrypt_cache_size)
 	{
 		open_cache_clear();

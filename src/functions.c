@@ -23,6 +23,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
+#include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -88,110 +89,144 @@ require_service(void)
 				 errhint("Set oauth.database to this database's name and restart the server.")));
 }
 
+/* The entries a waiting session holds (nwaiters counted), for cleanup. */
+typedef struct WaitHold
+{
+	const pg_uuid_t *ids;
+	bool	   *held;
+	int			n;
+} WaitHold;
+
+/*
+ * Give up our hold on every entry we hold: on success, on error, and at
+ * process exit (a FATAL such as pg_terminate_backend does not unwind through
+ * PG_TRY, so this runs as an ensure-cleanup callback too).  The last holder
+ * of a finished entry removes it.
+ */
+static void
+release_holds(int code, Datum arg)
+{
+	WaitHold   *h = (WaitHold *) DatumGetPointer(arg);
+
+	ConditionVariableCancelSleep();
+	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < h->n; i++)
+	{
+		RefreshEntry *e;
+
+		if (!h->held[i])
+			continue;
+		h->held[i] = false;
+		e = hash_search(oauth_requests, &h->ids[i], HASH_FIND, NULL);
+		if (e == NULL)
+			continue;
+		e->nwaiters--;
+		if (e->nwaiters <= 0 && e->state == RS_DONE)
+			hash_search(oauth_requests, &h->ids[i], HASH_REMOVE, NULL);
+	}
+	LWLockRelease(oauth_shared->lock);
+	ConditionVariableBroadcast(&oauth_shared->space_cv);
+}
+
+/* Wait until entry id, which we hold from generation gen, has an outcome. */
+static void
+wait_for_entry(const pg_uuid_t *id, uint64 gen, WaitResult *result)
+{
+	ConditionVariable *cv = oauth_entry_cv(id);
+
+	ConditionVariablePrepareToSleep(cv);
+	for (;;)
+	{
+		RefreshEntry *e;
+		bool		done = false;
+		bool		dead;
+
+		LWLockAcquire(oauth_shared->lock, LW_SHARED);
+		e = hash_search(oauth_requests, id, HASH_FIND, NULL);
+		dead = oauth_shared->worker_pid == 0;
+		if (e && e->done_gen >= gen)
+		{
+			result->outcome = e->outcome;
+			result->next_attempt = e->next_attempt;
+			strlcpy(result->message, e->message, OUTCOME_MSG_LEN);
+			done = true;
+		}
+		LWLockRelease(oauth_shared->lock);
+		if (!done && (dead || e == NULL))
+		{
+			result->outcome = RO_UNAVAILABLE;
+			strlcpy(result->message, "the oauth_tokens worker stopped", OUTCOME_MSG_LEN);
+			done = true;
+		}
+		if (done)
+			break;
+		/* re-check now and then in case the worker vanished */
+		ConditionVariableTimedSleep(cv, 1000, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+}
+
 /*
  * Post refresh requests for ids[n] (joining any in flight) and wait until
- * each has an outcome.  Honours cancel and statement_timeout: an error while
- * waiting releases our hold on every entry.
+ * each has an outcome.  Honours cancel and statement_timeout.  When the
+ * table is full, waits for what it already posted before posting more, so
+ * that sessions holding entries can never wait on each other for room.
  */
 static void
 post_and_wait(const pg_uuid_t *ids, const int64 *versions, int n, uint32 flags,
 			  WaitResult *results)
 {
 	uint64	   *gens = palloc0(sizeof(uint64) * n);
-	bool	   *held = palloc0(sizeof(bool) * n);
-	int			posted = 0;
+	WaitHold	hold;
+	int			next = 0;
 
 	require_service();
+	hold.ids = ids;
+	hold.held = palloc0(sizeof(bool) * n);
+	hold.n = n;
+	oauth_stat_add(ST_WAITS, n);
 
-	PG_TRY();
+	PG_ENSURE_ERROR_CLEANUP(release_holds, PointerGetDatum(&hold));
 	{
-		while (posted < n)
+		while (next < n)
 		{
+			int			first = next;
 			bool		full = false;
 
 			LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-			for (; posted < n; posted++)
+			for (; next < n; next++)
 			{
-				RefreshEntry *e = oauth_post_request_locked(&ids[posted], MyDatabaseId,
-															versions[posted], flags, &full);
+				RefreshEntry *e = oauth_post_request_locked(&ids[next], MyDatabaseId,
+															versions[next], flags, &full);
 
 				if (e == NULL)
 					break;
 				e->nwaiters++;
-				gens[posted] = e->gen;
-				held[posted] = true;
+				gens[next] = e->gen;
+				hold.held[next] = true;
 			}
 			LWLockRelease(oauth_shared->lock);
-			oauth_wake_worker();
-			if (full)
+
+			if (next > first)
 			{
-				/* table full: wait for the worker to free entries */
+				oauth_wake_worker();
+				for (int i = first; i < next; i++)
+					wait_for_entry(&ids[i], gens[i], &results[i]);
+				release_holds(0, PointerGetDatum(&hold));
+			}
+			else if (full)
+			{
+				/* we hold nothing: wait for the worker to free entries */
+				ConditionVariablePrepareToSleep(&oauth_shared->space_cv);
 				ConditionVariableTimedSleep(&oauth_shared->space_cv, 1000,
 											PG_WAIT_EXTENSION);
 				ConditionVariableCancelSleep();
 			}
 		}
-		oauth_stat_add(ST_WAITS, n);
-
-		for (int i = 0; i < n; i++)
-		{
-			ConditionVariable *cv = oauth_entry_cv(&ids[i]);
-
-			ConditionVariablePrepareToSleep(cv);
-			for (;;)
-			{
-				RefreshEntry *e;
-				bool		done = false;
-				bool		dead;
-
-				LWLockAcquire(oauth_shared->lock, LW_SHARED);
-				e = hash_search(oauth_requests, &ids[i], HASH_FIND, NULL);
-				dead = oauth_shared->worker_pid == 0;
-				if (e && e->done_gen >= gens[i])
-				{
-					results[i].outcome = e->outcome;
-					results[i].next_attempt = e->next_attempt;
-					strlcpy(results[i].message, e->message, OUTCOME_MSG_LEN);
-					done = true;
-				}
-				LWLockRelease(oauth_shared->lock);
-				if (!done && (dead || e == NULL))
-				{
-					results[i].outcome = RO_UNAVAILABLE;
-					strlcpy(results[i].message, "the oauth_tokens worker stopped", OUTCOME_MSG_LEN);
-					done = true;
-				}
-				if (done)
-					break;
-				/* re-check now and then in case the worker vanished */
-				ConditionVariableTimedSleep(cv, 1000, PG_WAIT_EXTENSION);
-			}
-			ConditionVariableCancelSleep();
-		}
 	}
-	PG_FINALLY();
-	{
-		ConditionVariableCancelSleep();
-		LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-		for (int i = 0; i < n; i++)
-		{
-			RefreshEntry *e;
-
-			if (!held[i])
-				continue;
-			e = hash_search(oauth_requests, &ids[i], HASH_FIND, NULL);
-			if (e == NULL)
-				continue;
-			e->nwaiters--;
-			if (e->nwaiters <= 0 && e->state == RS_DONE)
-				hash_search(oauth_requests, &ids[i], HASH_REMOVE, NULL);
-		}
-		LWLockRelease(oauth_shared->lock);
-		ConditionVariableBroadcast(&oauth_shared->space_cv);
-	}
-	PG_END_TRY();
+	PG_END_ENSURE_ERROR_CLEANUP(release_holds, PointerGetDatum(&hold));
 	pfree(gens);
-	pfree(held);
+	pfree(hold.held);
 }
 
 /* Post a request nobody waits for (stale-while-revalidate).  Best effort. */
@@ -447,6 +482,9 @@ oauth_refresh(PG_FUNCTION_ARGS)
 	post_and_wait(id, &snap.version, 1, REQ_FORCE, &res);
 	if (res.outcome == RO_NOT_FOUND)
 		report_not_found();
+	/* someone else refreshed it between our read and the worker's: refreshed */
+	if (res.outcome == RO_NOT_NEEDED)
+		res.outcome = RO_REFRESHED;
 	PG_RETURN_TEXT_P(cstring_to_text(outcome_text(&res)));
 }
 

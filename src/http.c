@@ -23,6 +23,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "http.h"
 #include "oauth_tokens.h"
@@ -38,7 +39,7 @@ typedef struct SockWant
 static CURLM *multi = NULL;
 static SockWant socks[MAX_SOCKETS];
 static int	nsocks = 0;
-static long curl_timeout_ms = -1;
+static TimestampTz curl_deadline = 0;	/* curl's timer, absolute; 0: none */
 static int	running = 0;
 static MemoryContext http_cxt = NULL;
 
@@ -67,10 +68,15 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	return 0;
 }
 
+/*
+ * curl's timer, kept as an absolute deadline: a wait that ends early (the
+ * latch, another socket) must not start curl's countdown again.
+ */
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_timeout_ms = timeout_ms;
+	curl_deadline = timeout_ms < 0 ? 0 :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
 }
 
@@ -199,11 +205,19 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 	WaitEvent	events[MAX_SOCKETS + 2];
 	long		timeout = max_timeout_ms;
 	int			n;
-	bool		acted = false;
 
 	*latch_events = 0;
-	if (curl_timeout_ms >= 0 && (timeout < 0 || curl_timeout_ms < timeout))
-		timeout = curl_timeout_ms;
+	if (curl_deadline != 0)
+	{
+		long		secs;
+		int			usecs;
+		long		to_curl;
+
+		TimestampDifference(GetCurrentTimestamp(), curl_deadline, &secs, &usecs);
+		to_curl = secs * 1000 + (usecs + 999) / 1000;
+		if (timeout < 0 || to_curl < timeout)
+			timeout = to_curl;
+	}
 
 	set = CreateWaitEventSet(CurrentMemoryContext, nsocks + 2);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -238,13 +252,14 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 			if (events[i].events & WL_SOCKET_WRITEABLE)
 				flags |= CURL_CSELECT_OUT;
 			curl_multi_socket_action(multi, events[i].fd, flags, &running);
-			acted = true;
 		}
 	}
-	if (!acted && n == 0 && curl_timeout_ms >= 0)
+	/* curl's deadline passed, whatever woke us: timeouts, retries, starts */
+	if (curl_deadline != 0 && GetCurrentTimestamp() >= curl_deadline)
+	{
+		curl_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	else if (curl_timeout_ms == 0)
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
 }
 
 /* The next finished call, or NULL. */

@@ -39,9 +39,12 @@ PG_FUNCTION_INFO_V1(oauth_provider_call);
 PG_FUNCTION_INFO_V1(oauth_claim_code);
 PG_FUNCTION_INFO_V1(oauth_urlencode);
 
-/* Read a provider's configuration; the caller runs as the extension owner. */
+/*
+ * Read a provider's configuration into cxt (it must outlive SPI_finish);
+ * the caller runs as the extension owner.
+ */
 static void
-load_provider_conf(const char *name, ProviderConf *conf)
+load_provider_conf(const char *name, ProviderConf *conf, MemoryContext cxt)
 {
 	Datum		arg = CStringGetTextDatum(name);
 	Oid			argt = TEXTOID;
@@ -58,6 +61,8 @@ load_provider_conf(const char *name, ProviderConf *conf)
 			"  FROM oauth.providers WHERE name = $1",
 			1, &argt, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read provider");
+	/* SPI_execute leaves us in SPI's context, which SPI_finish frees */
+	MemoryContextSwitchTo(cxt);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_PROVIDER_CONFIG),
@@ -129,6 +134,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	Datum		values[9];
 	bool		nulls[9] = {0};
 	bool		revoke;
+	MemoryContext caller = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -142,7 +148,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	SPI_connect();
-	load_provider_conf(provider, &conf);
+	load_provider_conf(provider, &conf, caller);
 	SPI_finish();
 	if (revoke)
 	{

@@ -88,7 +88,7 @@ oauth_shmem_startup_hook(void)
 	info.entrysize = sizeof(RefreshEntry);
 	oauth_requests = ShmemInitHash("oauth_tokens requests",
 								   oauth_max_requests, oauth_max_requests,
-								   &info, HASH_ELEM | HASH_BLOBS);
+								   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -78,6 +78,7 @@ typedef struct Job
 	ProviderConf conf;
 	HttpCall   *call;
 	TimestampTz started;
+	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
 	/* outcome */
 	bool		finished;
 	TokenAnswer ans;
@@ -87,6 +88,8 @@ typedef struct Job
 
 static dlist_head queue = DLIST_STATIC_INIT(queue); /* waiting to start */
 static dlist_head running = DLIST_STATIC_INIT(running);	/* in curl */
+static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);	/* answers to store */
+static TimestampTz next_write_retry = 0;
 static int	n_queued = 0;
 static int	n_running = 0;
 static MemoryContext jobs_cxt = NULL;
@@ -128,9 +131,12 @@ worker_cleanup(int code, Datum arg)
 	HASH_SEQ_STATUS st;
 	RefreshEntry *e;
 
+	/* an error raised while holding our lock must not deadlock us here */
+	LWLockReleaseAll();
 	http_abort_all();
 	if (!oauth_shmem_available())
 		return;
+	pg_atomic_write_u64(&oauth_shared->stats[ST_INFLIGHT], 0);
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	if (oauth_shared->worker_pid == MyProcPid)
 	{
@@ -171,9 +177,9 @@ extension_present(void)
 	return ok;
 }
 
-/* Publish a job's outcome, wake its waiters, forget the job. */
+/* Give a job's outcome to its entry and wake the entry's waiters. */
 static void
-publish(Job *job)
+notify(Job *job)
 {
 	RefreshEntry *e;
 	ConditionVariable *cv;
@@ -194,6 +200,14 @@ publish(Job *job)
 	cv = oauth_entry_cv(&job->id);
 	ConditionVariableBroadcast(cv);
 	ConditionVariableBroadcast(&oauth_shared->space_cv);
+}
+
+/* Publish a job's outcome, count it, forget the job (wiping its secrets). */
+static void
+publish(Job *job)
+{
+	if (!job->write_pending)
+		notify(job);
 
 	switch (job->outcome)
 	{
@@ -214,6 +228,10 @@ publish(Job *job)
 	if (job->call)
 		http_free(job->call);
 	provider_conf_wipe(&job->conf);
+	if (job->ans.access_token)
+		explicit_bzero(job->ans.access_token, strlen(job->ans.access_token));
+	if (job->ans.refresh_token)
+		explicit_bzero(job->ans.refresh_token, strlen(job->ans.refresh_token));
 	MemoryContextDelete(job->cxt);
 }
 
@@ -338,7 +356,7 @@ prepare_plans(void)
 		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
 		"      CASE WHEN $5 IS NOT NULL THEN now() + $5 * interval '1 second' "
 		"           ELSE c.refresh_token_expires_at END, "
-		"      now(), coalesce($3, c.refresh_token_ciphertext) IS NOT NULL) "
+		"      now(), coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
 		"  FROM oauth.providers p "
 		" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 "
 		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
@@ -441,7 +459,7 @@ json_str(const char *s)
 typedef void (*JobFn) (Job *job);
 
 static void
-run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out)
+run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -468,12 +486,15 @@ run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out)
 		CurrentResourceOwner = oldowner;
 		*failed = true;
 		*errmsg_out = MemoryContextStrdup(job->cxt, edata->message);
+		if (sqlstate)
+			*sqlstate = edata->sqlerrcode;
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 }
 
 static void finish_jobs(List *done);
+static bool write_pending_for(const pg_uuid_t *id);
 
 /* ---- step 1: prepare ------------------------------------------------------ */
 
@@ -681,6 +702,9 @@ start_jobs(void)
 
 		if (n_running >= oauth_max_concurrent_refreshes)
 			break;
+		/* a new token for this connection is still to be stored: wait */
+		if (write_pending_for(&job->id))
+			continue;
 		/* known provider at its limit: skip without reading the row */
 		if (job->provider && job->provider_limit > 0 &&
 			provider_running(job->provider) >= job->provider_limit)
@@ -691,7 +715,7 @@ start_jobs(void)
 			in_xact = true;
 		}
 		job->idstr = MemoryContextStrdup(job->cxt, oauth_uuid_str(&job->id));
-		run_isolated(job, prepare_job, &failed, &err);
+		run_isolated(job, prepare_job, &failed, &err, NULL);
 		if (failed)
 		{
 			/* the row or its provider could not be used: a failure to record */
@@ -788,9 +812,8 @@ finish_job(Job *job)
 			n[5] = 'n';
 		v[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
 		v[7] = Int64GetDatum(job->seen_version);
-		explicit_bzero(a->access_token, strlen(a->access_token));
-		if (a->refresh_token)
-			explicit_bzero(a->refresh_token, strlen(a->refresh_token));
+		/* the answer's tokens stay in job->ans until publish(): a write that
+		 * meets a locked row is retried with them */
 		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store refreshed token");
 		if (SPI_processed == 0)
@@ -868,6 +891,14 @@ finish_job(Job *job)
 }
 
 /* Write every finished job: one transaction, a subtransaction each. */
+/*
+ * Write every finished job: one transaction, a subtransaction each.  Row
+ * locks are waited for briefly (lock_timeout): the worker must not stall,
+ * nor deadlock with a session that holds a connection's row lock and waits
+ * for a refresh.  A new token that meets a locked row is not lost: its
+ * waiters hear "transient", and the answer is kept and written again until
+ * the lock is released; meanwhile no new refresh of that connection starts.
+ */
 static void
 finish_jobs(List *done)
 {
@@ -876,13 +907,29 @@ finish_jobs(List *done)
 	if (done == NIL)
 		return;
 	begin_work("oauth_tokens: storing refresh results");
+	SPI_execute("SET LOCAL lock_timeout = '200ms'", false, 0);
 	foreach(lc, done)
 	{
 		Job		   *job = lfirst(lc);
 		bool		failed;
 		char	   *err;
+		int			sqlstate = 0;
 
-		run_isolated(job, finish_job, &failed, &err);
+		run_isolated(job, finish_job, &failed, &err, &sqlstate);
+		if (failed && job->ans.klass == RO_REFRESHED &&
+			sqlstate == ERRCODE_LOCK_NOT_AVAILABLE)
+		{
+			if (!job->write_pending)
+			{
+				job->outcome = RO_TRANSIENT;
+				job->message = pstrdup("the connection's row is locked by another transaction; "
+									   "the new token is stored once it is released");
+				notify(job);
+				job->write_pending = true;
+			}
+			dlist_push_tail(&pending_writes, &job->node);
+			continue;
+		}
 		if (failed)
 		{
 			job->outcome = RO_TRANSIENT;
@@ -890,10 +937,53 @@ finish_jobs(List *done)
 			ereport(WARNING,
 					(errmsg("oauth_tokens: could not store the result of a refresh: %s", err)));
 		}
+		job->write_pending = false;
 	}
 	end_work();
 	foreach(lc, done)
-		publish(lfirst(lc));
+	{
+		Job		   *job = lfirst(lc);
+
+		if (!job->write_pending)
+			publish(job);
+	}
+	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
+}
+
+/* Try again to store answers whose row was locked. */
+static void
+retry_writes(void)
+{
+	List	   *again = NIL;
+	dlist_mutable_iter it;
+
+	if (dlist_is_empty(&pending_writes) || GetCurrentTimestamp() < next_write_retry)
+		return;
+	dlist_foreach_modify(it, &pending_writes)
+	{
+		Job		   *job = dlist_container(Job, node, it.cur);
+
+		dlist_delete(&job->node);
+		again = lappend(again, job);
+	}
+	finish_jobs(again);
+	list_free(again);
+}
+
+/* Is an answer for this connection waiting to be stored? */
+static bool
+write_pending_for(const pg_uuid_t *id)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &pending_writes)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+
+		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Collect finished HTTP calls and jobs that failed before their call. */
@@ -908,7 +998,24 @@ collect_finished(void)
 		Job		   *job = (Job *) call->owner;
 		MemoryContext old = MemoryContextSwitchTo(job->cxt);
 
-		classify_answer(&job->conf, call, &job->ans);
+		/*
+		 * Parsing a hostile body can raise an error (e.g. stack depth in
+		 * the JSON parser); it must fail this job, not the worker.
+		 */
+		PG_TRY();
+		{
+			classify_answer(&job->conf, call, &job->ans);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(job->cxt);
+			FlushErrorState();
+			memset(&job->ans, 0, sizeof(job->ans));
+			job->ans.klass = RO_TRANSIENT;
+			job->ans.http_status = call->status;
+			job->ans.message = pstrdup("the provider's answer could not be parsed");
+		}
+		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		dlist_delete(&job->node);
 		n_running--;
@@ -1151,6 +1258,7 @@ oauth_worker_main(Datum arg)
 			next_prune = TimestampTzPlusMilliseconds(now, 600 * 1000);
 			prune_events();
 		}
+		retry_writes();
 		start_jobs();
 		/* jobs that finished without HTTP were published by start_jobs */
 
@@ -1161,6 +1269,8 @@ oauth_worker_main(Datum arg)
 
 			timeout = Max(0, Min(timeout, to_sweep));
 		}
+		if (!dlist_is_empty(&pending_writes))
+			timeout = Min(timeout, 200);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		http_wait(timeout, &ev);
 		if (ev & WL_LATCH_SET)

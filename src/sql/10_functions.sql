@@ -17,12 +17,18 @@ CREATE FUNCTION oauth._active_key_id() RETURNS text
 -- Internal: when the next proactive refresh is due.  The earliest of: the
 -- refresh buffer before expiry; three quarters into the idle TTL of the
 -- refresh token (keep-alive); shortly before the refresh token's own expiry.
+-- With fresh (the token was issued at base), a token that lives no longer
+-- than the buffer is refreshed halfway through its life instead of at once,
+-- so that short-lived tokens are not refreshed on every sweep.
 -- NULL when nothing ever needs refreshing.
 CREATE FUNCTION oauth._refresh_after(expires_at timestamptz, refresh_buffer interval,
                                      idle_ttl interval, rt_expires_at timestamptz,
-                                     base timestamptz, has_refresh_token boolean)
+                                     base timestamptz, has_refresh_token boolean,
+                                     fresh boolean DEFAULT false)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
-    SELECT LEAST(expires_at - refresh_buffer,
+    SELECT LEAST(CASE WHEN fresh AND expires_at > base AND expires_at - base <= refresh_buffer
+                      THEN base + (expires_at - base) / 2
+                      ELSE expires_at - refresh_buffer END,
                  CASE WHEN has_refresh_token AND idle_ttl IS NOT NULL
                       THEN base + idle_ttl * 0.75 END,
                  CASE WHEN has_refresh_token
@@ -327,7 +333,8 @@ BEGIN
         refresh_token_expires_at = NULL,
         refresh_after = oauth._refresh_after(reauthorize.expires_at, p.refresh_buffer,
                                              p.refresh_token_idle_ttl, NULL, now(),
-                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL),
+                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL,
+                                             true),
         refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
         last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
         version = c.version + 1, updated_at = now()

@@ -124,7 +124,7 @@ BEGIN
         RETURNING * INTO c;
         UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
                 p.refresh_token_idle_ttl, v_rt_exp, now(),
-                c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials')
+                c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
          WHERE id = v_id;
         PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                              jsonb_build_object('grant_type', p_grant_type));
@@ -140,7 +140,7 @@ BEGIN
             oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
             v_scope, v_exp, v_rt_exp,
             oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
-                                 r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials'),
+                                 r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
             now(), p_metadata || r.metadata);
         PERFORM oauth._event('created', p_workspace, v_id, p_provider,
             jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
@@ -274,7 +274,8 @@ DECLARE
     tok text;
     hint text;
 BEGIN
-    c := oauth._connection(workspace_id, connection_id);
+    -- no row lock across the provider call: the worker must not wait on it
+    c := oauth._connection(workspace_id, connection_id, false);
     IF c.revoked_at IS NOT NULL THEN
         RETURN;
     END IF;
@@ -303,7 +304,7 @@ BEGIN
     END IF;
     UPDATE oauth.connections SET access_token_ciphertext = NULL, refresh_token_ciphertext = NULL,
            revoked_at = now(), refresh_after = NULL, next_attempt_at = NULL,
-           version = c.version + 1, updated_at = now()
+           version = version + 1, updated_at = now()
      WHERE id = c.id;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));

@@ -67,6 +67,29 @@ is($p->stats->{by_grant}{tr}, 1, 'the old token reported again (already replaced
 $r = oauth_psql($node, "SELECT oauth.token_rejected('ws2', '$tr', 'at-tr-1')");
 is($r->{sqlstate}, 'OA001', 'token_rejected of another workspace: not found');
 
+# --- a locked row: no stall, no deadlock, no lost rotated refresh token ---------
+$p->set_grant('lk', rotate => 1, strict => 1);
+my $lk = oauth_create_conn($node, 'ws1', 'p1', 'acct-l', 'at-l', 'lk.0',
+	"now() - interval '1 minute'");
+# the session holds the row lock and, in the same transaction, asks for a
+# refresh: the worker cannot store it until the lock goes
+my $t0 = time();
+my $out = $node->safe_psql('postgres', qq{
+	BEGIN;
+	SELECT 1 FROM oauth.connections WHERE id = '$lk' FOR UPDATE;
+	SELECT oauth.refresh('ws1', '$lk');
+	COMMIT;
+});
+like($out, qr/transient_failure: .*locked/, 'refresh under our own row lock reports the lock instead of hanging');
+cmp_ok(time() - $t0, '<', 10, '... promptly');
+ok( oauth_poll(10, 0.1, sub {
+		$node->safe_psql('postgres', "SELECT oauth.valid_token('ws1', '$lk')") eq 'at-lk-1';
+	}),
+	'once the lock is released the answer is stored');
+is($p->stats->{by_grant}{lk}, 1, 'one provider call: the kept answer was stored, not refreshed again');
+is($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$lk')"),
+	'refreshed', 'the rotated refresh token was kept (strict provider accepts the next refresh)');
+
 $node->stop;
 
 # --- without preloading ---------------------------------------------------------
