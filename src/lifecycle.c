@@ -57,7 +57,7 @@ load_provider_conf(const char *name, ProviderConf *conf, MemoryContext cxt)
 	if (SPI_execute_with_args(
 			"SELECT token_url, revoke_url, client_id, client_secret_ciphertext, auth_method, "
 			"       body_format, extra_params, extra_headers, reauth_errors, scope_separator, "
-			"       scope_on_refresh, paused_at IS NOT NULL, pause_reason "
+			"       scope_on_refresh, paused_at IS NOT NULL, pause_reason, allowed_hosts "
 			"  FROM oauth.providers WHERE name = $1",
 			1, &argt, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read provider");
@@ -85,6 +85,7 @@ load_provider_conf(const char *name, ProviderConf *conf, MemoryContext cxt)
 	if (!isnull)
 		conf->reauth_errors = text_array_to_list(v);
 	conf->scope_separator = SPI_getvalue(t, d, 10);
+	conf->allowed_hosts = text_array_to_list(SPI_getbinval(t, d, 14, &isnull));
 	conf->scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 11, &isnull));
 	if (DatumGetBool(SPI_getbinval(t, d, 12, &isnull)))
 		ereport(ERROR,

@@ -34,6 +34,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include "oauth_tokens.h"
 #include "provider.h"
 
 /* ---- parsing ---------------------------------------------------------- */
@@ -536,12 +537,76 @@ append_form(StringInfo buf, const char *name, const char *value)
 	curl_free(v);
 }
 
+/* Where the authority (host[:port]) of a URL ends, or -1 without "://". */
+static int
+authority_end(const char *url)
+{
+	const char *start = strstr(url, "://");
+	const char *slash;
+
+	if (start == NULL)
+		return -1;
+	start += 3;
+	slash = strchr(start, '/');
+	return slash ? (int) (slash - url) : (int) strlen(url);
+}
+
+/* Does a URL template take its host from the connection's metadata? */
+bool
+url_host_templated(const char *url)
+{
+	int			end = authority_end(url);
+	const char *brace = strchr(url, '{');
+
+	return brace != NULL && end >= 0 && (brace - url) < end;
+}
+
+/*
+ * A host that came from metadata must be one the provider allows
+ * (allowed_hosts: "*.example.com" or an exact host): otherwise a tenant
+ * could send the shared client secret to a host of its choosing.  No list
+ * means no restriction; loopback hosts pass when oauth.allow_http is on.
+ */
+static void
+check_templated_host(const char *provider, const char *url, List *allowed_hosts)
+{
+	const char *h = strstr(url, "://") + 3;
+	int			len = strcspn(h, ":/?#");
+	char	   *host = pnstrdup(h, len);
+	ListCell   *lc;
+
+	if (allowed_hosts == NIL)
+		return;
+	if (oauth_allow_http && (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0))
+		return;
+	foreach(lc, allowed_hosts)
+	{
+		const char *pat = lfirst(lc);
+		int			plen = strlen(pat);
+
+		if (plen > 2 && pat[0] == '*' && pat[1] == '.')
+		{
+			if (len > plen - 1 && pg_strcasecmp(host + len - (plen - 1), pat + 1) == 0)
+				return;
+		}
+		else if (pg_strcasecmp(host, pat) == 0)
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("host \"%s\" from the connection's metadata is not allowed for provider \"%s\"",
+					host, provider),
+			 errhint("The provider's allowed_hosts lists the hosts its templated URLs may name.")));
+}
+
 /*
  * Fill {name} placeholders from metadata.  Values must look like host or
- * path parts; anything else is refused rather than spliced into a URL.
+ * path parts; anything else is refused rather than spliced into a URL, and
+ * a host taken from metadata must be in the provider's allowed_hosts.
  */
 char *
-substitute_placeholders(const char *url, Jsonb *metadata)
+substitute_placeholders(const char *provider, const char *url, Jsonb *metadata,
+						List *allowed_hosts)
 {
 	StringInfoData out;
 	const char *p = url;
@@ -581,6 +646,8 @@ substitute_placeholders(const char *url, Jsonb *metadata)
 		else
 			appendStringInfoChar(&out, *p++);
 	}
+	if (url_host_templated(url))
+		check_templated_host(provider, out.data, allowed_hosts);
 	return out.data;
 }
 
@@ -600,7 +667,8 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 	int			i;
 
 	memset(req, 0, sizeof(*req));
-	req->url = substitute_placeholders(conf->token_url, metadata);
+	req->url = substitute_placeholders(conf->name, conf->token_url, metadata,
+									   conf->allowed_hosts);
 	initStringInfo(&req->body);
 	if (json)
 		appendStringInfoChar(&req->body, '{');

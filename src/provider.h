@@ -27,6 +27,7 @@ typedef struct ProviderConf
 	List	   *reauth_errors;	/* of char * */
 	char	   *scope_separator;
 	bool		scope_on_refresh;
+	List	   *allowed_hosts;	/* of char *: hosts templated URLs may name */
 } ProviderConf;
 
 /* A form field for the token request. */
@@ -69,7 +70,9 @@ extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
 								bool with_extra_params, TokenRequest *req);
 extern void wipe_token_request(TokenRequest *req);
 extern void classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
-extern char *substitute_placeholders(const char *url, Jsonb *metadata);
+extern char *substitute_placeholders(const char *provider, const char *url,
+									 Jsonb *metadata, List *allowed_hosts);
+extern bool url_host_templated(const char *url);
 extern void provider_conf_wipe(ProviderConf *conf);
 extern List *jsonb_object_fields(Jsonb *obj);
 extern List *text_array_to_list(Datum arr);

@@ -333,7 +333,7 @@ prepare_plans(void)
 		"       p.token_url, p.client_id, p.client_secret_ciphertext, p.auth_method, "
 		"       p.body_format, p.extra_params, p.extra_headers, p.reauth_errors, "
 		"       p.scope_separator, p.scope_on_refresh, p.max_concurrency, "
-		"       p.paused_at IS NOT NULL, p.pause_reason "
+		"       p.paused_at IS NOT NULL, p.pause_reason, p.allowed_hosts "
 		"  FROM oauth.connections c JOIN oauth.providers p ON p.name = c.provider "
 		" WHERE c.id = $1",
 		1, (Oid[]) {UUIDOID});
@@ -617,6 +617,7 @@ prepare_job(Job *job)
 		if (!isnull)
 			job->conf.reauth_errors = text_array_to_list(re);
 	}
+	job->conf.allowed_hosts = text_array_to_list(SPI_getbinval(t, d, 24, &isnull));
 	job->conf.scope_separator = getstr(t, d, 19);
 	job->conf.scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 20, &isnull));
 	metadata = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
@@ -778,6 +779,15 @@ finish_job(Job *job)
 	int64		ms = job->started ? (GetCurrentTimestamp() - job->started) / 1000 : 0;
 	char	   *detail;
 
+	if (a->klass == RO_PROVIDER && url_host_templated(job->conf.token_url))
+	{
+		/*
+		 * The host came from this connection's metadata: its rejection says
+		 * nothing about the provider's other tenants, so do not pause them.
+		 */
+		a->klass = RO_TRANSIENT;
+		a->message = psprintf("%s (from this connection's host)", a->message);
+	}
 	job->outcome = a->klass;
 	job->message = a->message;
 	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)

@@ -27,6 +27,7 @@ CREATE TABLE oauth.providers (
     required_scopes          text[] NOT NULL DEFAULT '{}',
     scope_separator          text NOT NULL DEFAULT ' ',
     scope_on_refresh         boolean NOT NULL DEFAULT false,
+    allowed_hosts            text[] NOT NULL DEFAULT '{}',  -- hosts a {placeholder} host may be
     preset                   text,
     paused_at                timestamptz,
     pause_reason             text,

@@ -125,7 +125,8 @@ CREATE FUNCTION oauth.register_provider(
     refresh_token_idle_ttl interval DEFAULT NULL, extra_params jsonb DEFAULT '{}',
     max_concurrency int DEFAULT NULL, authorize_url text DEFAULT NULL,
     body_format text DEFAULT 'form', extra_headers jsonb DEFAULT '{}',
-    reauth_errors text[] DEFAULT '{}', preset text DEFAULT NULL)
+    reauth_errors text[] DEFAULT '{}', preset text DEFAULT NULL,
+    allowed_hosts text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -145,6 +146,7 @@ DECLARE
     v_required_scopes text[] := '{}';
     v_scope_separator text := ' ';
     v_scope_on_refresh boolean := false;
+    v_allowed_hosts text[] := allowed_hosts;
     existed boolean;
 BEGIN
     PERFORM oauth._not_null('name', v_name);
@@ -171,6 +173,12 @@ BEGIN
         v_required_scopes := pr.required_scopes;
         v_scope_separator := pr.scope_separator;
         v_scope_on_refresh := pr.scope_on_refresh;
+        v_allowed_hosts := coalesce(v_allowed_hosts, pr.allowed_hosts);
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(coalesce(v_allowed_hosts, '{}')) h
+                WHERE h IS NULL OR h !~ '^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$') THEN
+        RAISE EXCEPTION 'allowed_hosts must hold host names or "*.domain" patterns'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM oauth._not_null('token_url', v_token_url);
     PERFORM oauth._not_null('auth_method', v_auth_method);
@@ -223,13 +231,15 @@ BEGIN
     INSERT INTO oauth.providers AS p (name, authorize_url, token_url, revoke_url, client_id,
         client_secret_ciphertext, auth_method, refresh_buffer, default_lifetime,
         refresh_token_idle_ttl, extra_params, extra_headers, body_format, reauth_errors,
-        max_concurrency, authorize_params, required_scopes, scope_separator, scope_on_refresh, preset)
+        max_concurrency, authorize_params, required_scopes, scope_separator, scope_on_refresh,
+        allowed_hosts, preset)
     VALUES (v_name, v_authorize_url, v_token_url, v_revoke_url, client_id,
         oauth._seal(client_secret, 'provider/' || v_name || '/client_secret'),
         v_auth_method, refresh_buffer, v_default_lifetime, v_idle_ttl,
         coalesce(v_extra_params, '{}'), coalesce(v_extra_headers, '{}'), v_body_format,
         coalesce(v_reauth_errors, '{}'), max_concurrency, v_authorize_params,
-        v_required_scopes, v_scope_separator, v_scope_on_refresh, preset)
+        v_required_scopes, v_scope_separator, v_scope_on_refresh,
+        coalesce(v_allowed_hosts, '{}'), preset)
     ON CONFLICT ON CONSTRAINT providers_pkey DO UPDATE SET
         authorize_url = EXCLUDED.authorize_url, token_url = EXCLUDED.token_url,
         revoke_url = EXCLUDED.revoke_url, client_id = EXCLUDED.client_id,
@@ -241,7 +251,8 @@ BEGIN
         body_format = EXCLUDED.body_format, reauth_errors = EXCLUDED.reauth_errors,
         max_concurrency = EXCLUDED.max_concurrency, authorize_params = EXCLUDED.authorize_params,
         required_scopes = EXCLUDED.required_scopes, scope_separator = EXCLUDED.scope_separator,
-        scope_on_refresh = EXCLUDED.scope_on_refresh, preset = EXCLUDED.preset,
+        scope_on_refresh = EXCLUDED.scope_on_refresh, allowed_hosts = EXCLUDED.allowed_hosts,
+        preset = EXCLUDED.preset,
         paused_at = NULL, pause_reason = NULL, updated_at = now();
     -- a changed buffer moves every connection's next refresh
     UPDATE oauth.connections c

@@ -23,7 +23,8 @@ CREATE TABLE oauth.provider_presets (
     default_lifetime       interval,
     refresh_token_idle_ttl interval,
     reauth_errors          text[]  NOT NULL DEFAULT '{}',
-    notes                  text    NOT NULL DEFAULT ''
+    notes                  text    NOT NULL DEFAULT '',
+    allowed_hosts          text[]  NOT NULL DEFAULT '{}'
 );
 
 COMMENT ON TABLE oauth.provider_presets IS
@@ -367,3 +368,12 @@ VALUES
    'api.au.intercom.io), so token_url may need overriding for them. Permissions are '
    'configured in the Intercom app, not passed as scopes. There is no revocation '
    'endpoint. Uncertain: the authorize URL for regionally hosted workspaces.');
+
+-- Hosts that a URL whose host is a {placeholder} may name: the placeholder is
+-- filled from a connection's metadata, which tenants may influence, and the
+-- token request carries the shared client secret.
+COMMENT ON COLUMN oauth.provider_presets.allowed_hosts IS
+    'Hosts ("*.example.com" or exact) that a {placeholder} host in the token URL may resolve to.';
+UPDATE oauth.provider_presets
+   SET allowed_hosts = '{*.salesforce.com,*.force.com,*.salesforce-setup.com}'
+ WHERE name = 'salesforce';

@@ -90,6 +90,20 @@ is($p->stats->{by_grant}{lk}, 1, 'one provider call: the kept answer was stored,
 is($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$lk')"),
 	'refreshed', 'the rotated refresh token was kept (strict provider accepts the next refresh)');
 
+# --- a host from metadata must be one the provider allows -----------------------
+$node->safe_psql('postgres',
+	"SELECT oauth.register_provider('sf', NULL, 'cid', 'sec', preset => 'salesforce')");
+my $sf = $node->safe_psql('postgres', q{
+	SELECT oauth.create_connection('ws1', 'sf', 'acct-sf', 'at-sf', 'sf.0',
+	       now() - interval '1 minute', '{}', '{"instance": "evil.example.com"}')});
+like($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$sf')"),
+	qr/transient_failure: host "evil.example.com" from the connection's metadata is not allowed/,
+	'a tenant cannot point the token request (and the client secret) at its own host');
+is($node->safe_psql('postgres', "SELECT paused_at IS NULL FROM oauth.providers WHERE name = 'sf'"),
+	't', '... and the provider is not paused for the others');
+my $r2 = oauth_psql($node, "SELECT oauth.register_provider('sf2', NULL, 'cid', 'sec', preset => 'salesforce', allowed_hosts => '{\"bad host\"}')");
+is($r2->{sqlstate}, '22023', 'allowed_hosts entries must be host names or *.domain patterns');
+
 $node->stop;
 
 # --- without preloading ---------------------------------------------------------
