@@ -289,6 +289,7 @@ static SPIPlanPtr plan_success = NULL;
 static SPIPlanPtr plan_transient = NULL;
 static SPIPlanPtr plan_reauth = NULL;
 static SPIPlanPtr plan_pause = NULL;
+static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_event = NULL;
 static SPIPlanPtr plan_due = NULL;
 
@@ -389,6 +390,12 @@ prepare_plans(void)
 	plan_pause = prepare_saved(
 		"UPDATE oauth.providers SET paused_at = now(), pause_reason = $2 WHERE name = $1",
 		2, (Oid[]) {TEXTOID, TEXTOID});
+	/* callers inside the refresh window of a paused provider's connection
+	 * would otherwise post a request on every call */
+	plan_hold_off = prepare_saved(
+		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
+		" WHERE id = $1",
+		1, (Oid[]) {UUIDOID});
 	plan_event = prepare_saved(
 		"INSERT INTO oauth.events (workspace_id, connection_id, provider, event, detail) "
 		"VALUES ($1, $2, $3, $4, $5)",
@@ -579,6 +586,8 @@ prepare_job(Job *job)
 		job->finished = true;
 		job->outcome = RO_PROVIDER;
 		job->message = psprintf("provider paused: %s", getstr(t, d, 23));
+		if (exec_plan(plan_hold_off, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not hold off a paused provider's connection");
 		MemoryContextSwitchTo(old);
 		return;
 	}
