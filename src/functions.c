@@ -482,8 +482,12 @@ oauth_refresh(PG_FUNCTION_ARGS)
 	post_and_wait(id, &snap.version, 1, REQ_FORCE, &res);
 	if (res.outcome == RO_NOT_FOUND)
 		report_not_found();
-	/* someone else refreshed it between our read and the worker's: refreshed */
-	if (res.outcome == RO_NOT_NEEDED)
+	/*
+	 * Another refresh won between our read and the worker's (no message):
+	 * the connection was refreshed.  A superseded answer (the row was
+	 * re-authorized, revoked or deleted meanwhile) stays "not_needed".
+	 */
+	if (res.outcome == RO_NOT_NEEDED && res.message[0] == '\0')
 		res.outcome = RO_REFRESHED;
 	PG_RETURN_TEXT_P(cstring_to_text(outcome_text(&res)));
 }

@@ -19,8 +19,10 @@
  *	- Waiters sleep on cvs[hash(id) % OAUTH_NUM_CVS]; they re-check their
  *	  entry under the lock after each wake-up, so a shared CV only costs a
  *	  spurious wake-up now and then.
- *	- An entry is re-armed (DONE -> PENDING, gen + 1) only when DONE; a
+ *	- An entry is re-armed (DONE -> PENDING, new gen) only when DONE; a
  *	  waiter that joined generation g is finished when done_gen >= g.
+ *	  Generations come from one shared counter, so an entry removed and
+ *	  created again never reuses a generation a worker job still holds.
  *
  * Each id sits in the ring at most once per PENDING period, so a ring as
  * large as the table never overflows.
@@ -169,7 +171,7 @@ oauth_post_request_locked(const pg_uuid_t *id, Oid dboid, int64 seen_version,
 	e->dboid = dboid;
 	e->flags = flags;
 	e->seen_version = seen_version;
-	e->gen++;
+	e->gen = ++oauth_shared->next_gen;
 	oauth_shared->ring[oauth_shared->ring_tail % oauth_shared->ring_size] = *id;
 	oauth_shared->ring_tail++;
 	return e;

@@ -86,6 +86,7 @@ typedef struct OAuthShared
 	pg_atomic_uint64 stats[ST_NUM];
 	uint8		claimed[OAUTH_CLAIMED_CODES][32];	/* SHA-256 of codes sent */
 	uint32		claimed_next;
+	uint64		next_gen;		/* generations are unique across entries' lives */
 	pg_uuid_t	ring[FLEXIBLE_ARRAY_MEMBER];	/* ids of newly pending entries */
 } OAuthShared;
 

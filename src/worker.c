@@ -79,6 +79,8 @@ typedef struct Job
 	HttpCall   *call;
 	TimestampTz started;
 	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
+	bool		notified;		/* its outcome was already given to waiters */
+	TimestampTz answered_at;	/* when the provider's answer arrived */
 	/* outcome */
 	bool		finished;
 	TokenAnswer ans;
@@ -184,6 +186,10 @@ notify(Job *job)
 	RefreshEntry *e;
 	ConditionVariable *cv;
 
+	if (job->notified)
+		return;
+	job->notified = true;
+
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	e = hash_search(oauth_requests, &job->id, HASH_FIND, NULL);
 	if (e && e->gen == job->gen)
@@ -206,8 +212,7 @@ notify(Job *job)
 static void
 publish(Job *job)
 {
-	if (!job->write_pending)
-		notify(job);
+	notify(job);
 
 	switch (job->outcome)
 	{
@@ -342,27 +347,27 @@ prepare_plans(void)
 		"UPDATE oauth.connections c SET "
 		"  access_token_ciphertext = $2, "
 		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
-		"  expires_at = CASE WHEN $4 IS NOT NULL THEN now() + $4 * interval '1 second' "
-		"                    ELSE now() + p.default_lifetime END, "
-		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN now() + $5 * interval '1 second' "
+		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"                    ELSE $9 + p.default_lifetime END, "
+		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
 		"                    ELSE c.refresh_token_expires_at END, "
 		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
 		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
 		"  metadata = c.metadata || $7, "
-		"  refreshed_at = now(), failure_count = 0, next_attempt_at = NULL, "
+		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
 		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
 		"  refresh_after = oauth._refresh_after("
-		"      CASE WHEN $4 IS NOT NULL THEN now() + $4 * interval '1 second' "
-		"           ELSE now() + p.default_lifetime END, "
+		"      CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"           ELSE $9 + p.default_lifetime END, "
 		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
-		"      CASE WHEN $5 IS NOT NULL THEN now() + $5 * interval '1 second' "
+		"      CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
 		"           ELSE c.refresh_token_expires_at END, "
-		"      now(), coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
+		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
 		"  FROM oauth.providers p "
 		" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 "
 		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
 		"RETURNING c.expires_at",
-		8, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID});
+		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
 	/*
 	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
 	 * One draw sets both columns: the sweep looks only at refresh_after, so
@@ -394,7 +399,7 @@ prepare_plans(void)
 	 * would otherwise post a request on every call */
 	plan_hold_off = prepare_saved(
 		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
-		" WHERE id = $1",
+		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED)",
 		1, (Oid[]) {UUIDOID});
 	plan_event = prepare_saved(
 		"INSERT INTO oauth.events (workspace_id, connection_id, provider, event, detail) "
@@ -418,6 +423,8 @@ begin_work(const char *activity)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* never wait long on a row lock: the whole loop would wait with us */
+	SPI_execute("SET LOCAL lock_timeout = '200ms'", false, 0);
 	prepare_plans();
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
@@ -712,9 +719,29 @@ start_jobs(void)
 
 		if (n_running >= oauth_max_concurrent_refreshes)
 			break;
-		/* a new token for this connection is still to be stored: wait */
+		/*
+		 * A new token for this connection waits for its row lock: no second
+		 * refresh may start, and the caller (who may hold that lock) hears
+		 * so at once rather than waiting on itself.
+		 */
 		if (write_pending_for(&job->id))
+		{
+			dlist_delete(&job->node);
+			n_queued--;
+			job->finished = true;
+			job->outcome = RO_TRANSIENT;
+			job->message = MemoryContextStrdup(job->cxt,
+											   "the connection's row is locked by another transaction; "
+											   "its new token is stored once it is released");
+			{
+				/* the list must outlive end_work(), which frees SPI's context */
+				MemoryContext oldcxt = MemoryContextSwitchTo(caller);
+
+				done = lappend(done, job);
+				MemoryContextSwitchTo(oldcxt);
+			}
 			continue;
+		}
 		/* known provider at its limit: skip without reading the row */
 		if (job->provider && job->provider_limit > 0 &&
 			provider_running(job->provider) >= job->provider_limit)
@@ -807,8 +834,8 @@ finish_job(Job *job)
 	}
 	if (a->klass == RO_REFRESHED)
 	{
-		Datum		v[8];
-		char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		v[9];
+		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
 									oauth_conn_context(job->idstr, "access"));
 
@@ -831,6 +858,8 @@ finish_job(Job *job)
 			n[5] = 'n';
 		v[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
 		v[7] = Int64GetDatum(job->seen_version);
+		/* expiry counts from the answer, not from a retried write */
+		v[8] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
 		/* the answer's tokens stay in job->ans until publish(): a write that
 		 * meets a locked row is retried with them */
 		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -926,7 +955,6 @@ finish_jobs(List *done)
 	if (done == NIL)
 		return;
 	begin_work("oauth_tokens: storing refresh results");
-	SPI_execute("SET LOCAL lock_timeout = '200ms'", false, 0);
 	foreach(lc, done)
 	{
 		Job		   *job = lfirst(lc);
@@ -946,6 +974,8 @@ finish_jobs(List *done)
 				notify(job);
 				job->write_pending = true;
 			}
+			if (dlist_is_empty(&pending_writes) && next_write_retry < GetCurrentTimestamp())
+				next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
 			dlist_push_tail(&pending_writes, &job->node);
 			continue;
 		}
@@ -966,7 +996,6 @@ finish_jobs(List *done)
 		if (!job->write_pending)
 			publish(job);
 	}
-	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
 }
 
 /* Try again to store answers whose row was locked. */
@@ -978,6 +1007,7 @@ retry_writes(void)
 
 	if (dlist_is_empty(&pending_writes) || GetCurrentTimestamp() < next_write_retry)
 		return;
+	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
 	dlist_foreach_modify(it, &pending_writes)
 	{
 		Job		   *job = dlist_container(Job, node, it.cur);
@@ -1016,6 +1046,8 @@ collect_finished(void)
 	{
 		Job		   *job = (Job *) call->owner;
 		MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+		job->answered_at = GetCurrentTimestamp();
 
 		/*
 		 * Parsing a hostile body can raise an error (e.g. stack depth in

@@ -267,6 +267,7 @@ CREATE FUNCTION oauth.revoke(workspace_id text, connection_id uuid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c oauth.connections;
+    now_row oauth.connections;
     p oauth.providers;
     r record;
     remote text := 'none';
@@ -274,13 +275,15 @@ DECLARE
     tok text;
     hint text;
 BEGIN
-    -- no row lock across the provider call: the worker must not wait on it
+    -- No row lock across the provider call (the worker must not wait on it);
+    -- if a refresh rotated the token meanwhile, revoke the new one too.
     c := oauth._connection(workspace_id, connection_id, false);
     IF c.revoked_at IS NOT NULL THEN
         RETURN;
     END IF;
     SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
-    IF p.revoke_url IS NOT NULL THEN
+    FOR attempt IN 1..3 LOOP
+        EXIT WHEN p.revoke_url IS NULL;
         IF c.refresh_token_ciphertext IS NOT NULL THEN
             tok := oauth._open(c.refresh_token_ciphertext, 'connection/' || c.id || '/refresh');
             hint := 'refresh_token';
@@ -301,11 +304,17 @@ BEGIN
             err := SQLERRM;
         END;
         tok := NULL;
-    END IF;
+        SELECT * INTO now_row FROM oauth.connections WHERE id = c.id FOR UPDATE;
+        EXIT WHEN NOT FOUND OR now_row.version = c.version OR now_row.revoked_at IS NOT NULL;
+        c := now_row;
+    END LOOP;
     UPDATE oauth.connections SET access_token_ciphertext = NULL, refresh_token_ciphertext = NULL,
            revoked_at = now(), refresh_after = NULL, next_attempt_at = NULL,
            version = version + 1, updated_at = now()
-     WHERE id = c.id;
+     WHERE id = c.id AND revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
     PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,

@@ -82,8 +82,10 @@ my $out = $node->safe_psql('postgres', qq{
 });
 like($out, qr/transient_failure: .*locked/, 'refresh under our own row lock reports the lock instead of hanging');
 cmp_ok(time() - $t0, '<', 10, '... promptly');
+# until it is stored, callers hear OA003 at once (no second refresh starts)
 ok( oauth_poll(10, 0.1, sub {
-		$node->safe_psql('postgres', "SELECT oauth.valid_token('ws1', '$lk')") eq 'at-lk-1';
+		my $x = oauth_psql($node, "SELECT oauth.valid_token('ws1', '$lk')");
+		$x->{out} eq 'at-lk-1';
 	}),
 	'once the lock is released the answer is stored');
 is($p->stats->{by_grant}{lk}, 1, 'one provider call: the kept answer was stored, not refreshed again');
