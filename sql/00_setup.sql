@@ -68,6 +68,10 @@ DECLARE
 BEGIN
     EXECUTE format('COPY (SELECT unnest(%L::text[])) TO PROGRAM %L', lines,
                    format('umask 077 && cat > %s && mv %s %s', tmpq, tmpq, q));
+    -- sessions look at the file at most once a second; look now
+    IF to_regproc('oauth._reload_keys') IS NOT NULL THEN
+        PERFORM oauth._reload_keys();
+    END IF;
 END $$;
 REVOKE ALL ON FUNCTION public.write_key_file(text[]) FROM PUBLIC;
 

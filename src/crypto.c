@@ -46,6 +46,7 @@
 #include "utils/builtins.h"
 #include "common/hashfn.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "crypto.h"
 #include "errors.h"
@@ -69,6 +70,8 @@ static OAuthKey *ring = NULL;
 static int	ring_len = 0;
 static char *ring_path = NULL;
 static struct stat ring_stat;
+static TimestampTz ring_checked_at = 0;	/* last look at the file */
+static char *ring_checked_setting = NULL;	/* oauth.key_file at that look */
 
 /*
  * The open cache (see the header): direct-mapped, oauth.decrypt_cache_size
@@ -279,10 +282,23 @@ load_ring(const char *path, struct stat *st)
  * the whole cost when nothing changed.
  */
 static void
-ensure_ring(void)
+ensure_ring(bool force)
 {
-	char	   *path = key_file_path();
+	char	   *path;
 	struct stat st;
+	TimestampTz now = GetCurrentTimestamp();
+
+	/*
+	 * A stat() with its path walk costs about a tenth of a valid_token call:
+	 * reads look at the file at most once a second.  Writes (seal, the
+	 * active key, rotate_key) and a key id missing from the ring always look.
+	 */
+	if (!force && ring != NULL && ring_checked_setting != NULL &&
+		now - ring_checked_at < USECS_PER_SEC && now >= ring_checked_at &&
+		strcmp(ring_checked_setting, oauth_key_file ? oauth_key_file : "") == 0)
+		return;
+
+	path = key_file_path();
 
 	if (stat(path, &st) != 0)
 	{
@@ -313,6 +329,11 @@ ensure_ring(void)
 		st.st_mode != ring_stat.st_mode)
 		load_ring(path, &st);
 	pfree(path);
+	ring_checked_at = now;
+	if (ring_checked_setting)
+		pfree(ring_checked_setting);
+	ring_checked_setting = MemoryContextStrdup(TopMemoryContext,
+											   oauth_key_file ? oauth_key_file : "");
 
 	if (pgcrypto_encrypt_iv == NULL)
 	{
@@ -327,13 +348,20 @@ ensure_ring(void)
 void
 oauth_keyring_check(void)
 {
-	ensure_ring();
+	ensure_ring(true);
+}
+
+/* Make the next use of the key ring look at the file again. */
+void
+oauth_keyring_stale(void)
+{
+	ring_checked_at = 0;
 }
 
 const char *
 oauth_active_key_id(void)
 {
-	ensure_ring();
+	ensure_ring(true);
 	return ring[0].id;
 }
 
@@ -375,7 +403,7 @@ oauth_seal(const char *plain, int len, const char *context)
 	int			total;
 	uint8	   *p;
 
-	ensure_ring();
+	ensure_ring(true);
 	key = &ring[0];
 	if (!pg_strong_random(iv, IV_LEN))
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
@@ -480,7 +508,7 @@ oauth_open(bytea *ciphertext, const char *context)
 	char	   *result;
 	int			plen;
 
-	ensure_ring();
+	ensure_ring(false);
 	parse_header(ciphertext, &p, &n, keyid);
 
 	/* the same ciphertext already verified for this row: no MAC, no AES */
@@ -491,6 +519,12 @@ oauth_open(bytea *ciphertext, const char *context)
 		return pstrdup(slot->plain);
 
 	key = find_key(keyid);
+	if (key == NULL)
+	{
+		/* a key added since our last look at the file? */
+		ensure_ring(true);
+		key = find_key(keyid);
+	}
 	if (key == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),

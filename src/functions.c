@@ -45,6 +45,7 @@ PG_FUNCTION_INFO_V1(oauth_seal_sql);
 PG_FUNCTION_INFO_V1(oauth_open_sql);
 PG_FUNCTION_INFO_V1(oauth_key_id_sql);
 PG_FUNCTION_INFO_V1(oauth_active_key_id_sql);
+PG_FUNCTION_INFO_V1(oauth_reload_keys_sql);
 
 typedef struct WaitResult
 {
@@ -667,4 +668,12 @@ Datum
 oauth_active_key_id_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(oauth_active_key_id()));
+}
+
+/* oauth._reload_keys(): this session looks at the key file on next use. */
+Datum
+oauth_reload_keys_sql(PG_FUNCTION_ARGS)
+{
+	oauth_keyring_stale();
+	PG_RETURN_VOID();
 }

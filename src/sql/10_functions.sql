@@ -13,6 +13,8 @@ CREATE FUNCTION oauth._key_id(ciphertext bytea) RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_key_id_sql' LANGUAGE C IMMUTABLE STRICT;
 CREATE FUNCTION oauth._active_key_id() RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_active_key_id_sql' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth._reload_keys() RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_reload_keys_sql' LANGUAGE C VOLATILE;
 
 -- Internal: when the next proactive refresh is due.  The earliest of: the
 -- refresh buffer before expiry; three quarters into the idle TTL of the
