@@ -19,7 +19,7 @@ EXTRA_CLEAN = tmp_check tmp_check_regress results regression.diffs regression.ou
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifeq ($(PGXS),)
+ifeq ($(wildcard $(PGXS)),)
 # No server development files yet: only the set-up targets below can run.
 .DEFAULT_GOAL := test
 else

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
-      libcurl4-openssl-dev postgresql-15-cron libipc-run-perl python3 openssl curl
+      libcurl4-openssl-dev postgresql-15-cron libipc-run-perl perl python3 openssl curl
       rsync ca-certificates)
 
 missing=()
