@@ -449,6 +449,9 @@ outcome_text(const WaitResult *r)
 		case RO_REAUTH:
 			return "reauth_required";
 		case RO_TRANSIENT:
+			if (r->next_attempt != 0)
+				return psprintf("transient_failure: %s; next attempt at %s", r->message,
+								timestamptz_to_str(r->next_attempt));
 			return psprintf("transient_failure: %s", r->message);
 		case RO_PROVIDER:
 			return psprintf("provider_error: %s", r->message);

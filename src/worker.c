@@ -81,6 +81,7 @@ typedef struct Job
 	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
 	bool		notified;		/* its outcome was already given to waiters */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
+	TimestampTz next_attempt;	/* after a transient failure, as stored */
 	/* outcome */
 	bool		finished;
 	TokenAnswer ans;
@@ -197,7 +198,7 @@ notify(Job *job)
 		e->state = RS_DONE;
 		e->done_gen = job->gen;
 		e->outcome = job->outcome;
-		e->next_attempt = 0;
+		e->next_attempt = job->outcome == RO_TRANSIENT ? job->next_attempt : 0;
 		strlcpy(e->message, job->message ? job->message : "", OUTCOME_MSG_LEN);
 		if (e->nwaiters <= 0)
 			hash_search(oauth_requests, &job->id, HASH_REMOVE, NULL);
@@ -927,6 +928,7 @@ finish_job(Job *job)
 
 			next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 													 SPI_tuptable->tupdesc, 1, &isnull));
+			job->next_attempt = next;
 			add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
 					  psprintf("{\"class\": \"transient\", \"error\": %s, \"http_status\": %ld, "
 							   "\"next_attempt_at\": %s, \"retry_after\": %d}",
