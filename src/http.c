@@ -23,6 +23,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
+#include "portability/instr_time.h"
 #include "utils/timestamp.h"
 
 #include "http.h"
@@ -39,7 +40,17 @@ typedef struct SockWant
 static CURLM *multi = NULL;
 static SockWant socks[MAX_SOCKETS];
 static int	nsocks = 0;
-static TimestampTz curl_deadline = 0;	/* curl's timer, absolute; 0: none */
+static int64 curl_deadline = 0;	/* curl's timer, monotonic microseconds; 0: none */
+
+/* A monotonic clock: curl's timeouts must not move with the wall clock. */
+static int64
+mono_now_us(void)
+{
+	instr_time	t;
+
+	INSTR_TIME_SET_CURRENT(t);
+	return (int64) INSTR_TIME_GET_MICROSEC(t);
+}
 static int	running = 0;
 static MemoryContext http_cxt = NULL;
 
@@ -75,8 +86,7 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-	curl_deadline = timeout_ms < 0 ? 0 :
-		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	curl_deadline = timeout_ms < 0 ? 0 : mono_now_us() + (int64) timeout_ms * 1000 + 1;
 	return 0;
 }
 
@@ -209,12 +219,9 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 	*latch_events = 0;
 	if (curl_deadline != 0)
 	{
-		long		secs;
-		int			usecs;
-		long		to_curl;
+		int64		left = curl_deadline - mono_now_us();
+		long		to_curl = left <= 0 ? 0 : (long) ((left + 999) / 1000);
 
-		TimestampDifference(GetCurrentTimestamp(), curl_deadline, &secs, &usecs);
-		to_curl = secs * 1000 + (usecs + 999) / 1000;
 		if (timeout < 0 || to_curl < timeout)
 			timeout = to_curl;
 	}
@@ -255,7 +262,7 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 		}
 	}
 	/* curl's deadline passed, whatever woke us: timeouts, retries, starts */
-	if (curl_deadline != 0 && GetCurrentTimestamp() >= curl_deadline)
+	if (curl_deadline != 0 && mono_now_us() >= curl_deadline)
 	{
 		curl_deadline = 0;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
