@@ -296,6 +296,7 @@ static SPIPlanPtr plan_transient = NULL;
 static SPIPlanPtr plan_reauth = NULL;
 static SPIPlanPtr plan_pause = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
+static SPIPlanPtr plan_rejected = NULL;
 static SPIPlanPtr plan_event = NULL;
 static SPIPlanPtr plan_due = NULL;
 
@@ -402,6 +403,11 @@ prepare_plans(void)
 		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
 		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED)",
 		1, (Oid[]) {UUIDOID});
+	plan_rejected = prepare_saved(
+		"UPDATE oauth.connections SET expires_at = LEAST(expires_at, now()), "
+		"  refresh_after = LEAST(refresh_after, now()), updated_at = now() "
+		" WHERE id = $1 AND version = $2",
+		2, (Oid[]) {UUIDOID, INT8OID});
 	plan_event = prepare_saved(
 		"INSERT INTO oauth.events (workspace_id, connection_id, provider, event, detail) "
 		"VALUES ($1, $2, $3, $4, $5)",
@@ -685,7 +691,19 @@ prepare_job(Job *job)
 	}
 
 	if (job->flags & REQ_REJECTED)
+	{
+		Datum		rv[2];
+
+		/*
+		 * The provider refused this token: it is not served again, even if
+		 * the refresh fails (callers then get OA003, not a dead token).
+		 */
+		rv[0] = arg;
+		rv[1] = Int64GetDatum(job->seen_version);
+		if (exec_plan(plan_rejected, rv, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not mark a rejected token");
 		add_event(job->workspace_id, &job->id, job->provider, "token_rejected", "{}");
+	}
 
 	build_token_request(&job->conf, metadata, fields, nf, true, &req);
 	job->call = http_start("POST", req.url, req.headers, req.nheaders,

@@ -66,6 +66,12 @@ $node->safe_psql('postgres', "SELECT oauth.token_rejected('ws1', '$tr', 'at-old'
 is($p->stats->{by_grant}{tr}, 1, 'the old token reported again (already replaced): nothing happens');
 $r = oauth_psql($node, "SELECT oauth.token_rejected('ws2', '$tr', 'at-tr-1')");
 is($r->{sqlstate}, 'OA001', 'token_rejected of another workspace: not found');
+# a rejected token whose refresh fails is not served again: OA003
+$p->set_grant('tr', mode => '503');
+$node->safe_psql('postgres', "SELECT oauth.token_rejected('ws1', '$tr', 'at-tr-1')");
+$r = oauth_psql($node, "SELECT oauth.valid_token('ws1', '$tr')");
+is($r->{sqlstate}, 'OA003', 'a rejected token is not served while its refresh fails');
+$p->set_grant('tr', mode => 'ok');
 
 # --- a locked row: no stall, no deadlock, no lost rotated refresh token ---------
 $p->set_grant('lk', rotate => 1, strict => 1);
