@@ -119,6 +119,20 @@ BEGIN
     RETURN c;
 END $$;
 
+-- Internal: a provider's row, or OA004.
+CREATE FUNCTION oauth._provider(p_name text) RETURNS oauth.providers
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    p oauth.providers;
+BEGIN
+    SELECT * INTO p FROM oauth.providers WHERE name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown provider "%"', p_name
+            USING ERRCODE = 'OA004', HINT = 'Register it first with oauth.register_provider().';
+    END IF;
+    RETURN p;
+END $$;
+
 -- Public: create or update a provider.
 CREATE FUNCTION oauth.register_provider(
     name text, token_url text, client_id text, client_secret text DEFAULT NULL,
@@ -292,11 +306,7 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = provider;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown provider "%"', provider
-            USING ERRCODE = 'OA004', HINT = 'Register it first with oauth.register_provider().';
-    END IF;
+    p := oauth._provider(provider);
     IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
         expires_at := now() + p.default_lifetime;
     END IF;

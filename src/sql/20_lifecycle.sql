@@ -47,10 +47,7 @@ BEGIN
     PERFORM oauth._not_null('provider', provider);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('state', state);
-    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = provider;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
-    END IF;
+    p := oauth._provider(provider);
     IF p.authorize_url IS NULL THEN
         RAISE EXCEPTION 'provider "%" has no authorize_url', provider
             USING ERRCODE = 'OA004', HINT = 'Set authorize_url with oauth.register_provider().';
@@ -194,12 +191,9 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT p.token_url, p.paused_at IS NOT NULL, p.pause_reason
+    SELECT pr.token_url, pr.paused_at IS NOT NULL, pr.pause_reason
       INTO v_token_url, v_paused, v_pause_reason
-      FROM oauth.providers p WHERE p.name = provider;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
-    END IF;
+      FROM oauth._provider(provider) pr;
     -- what would stop the request before it is sent (a paused provider, a
     -- token URL that cannot be built) fails before the code is claimed: a
     -- code that was never sent stays usable for a corrected call
@@ -243,10 +237,7 @@ BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
     PERFORM oauth._not_null('scope', scope);
-    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = provider;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = 'OA004';
-    END IF;
+    p := oauth._provider(provider);
     r := oauth._provider_call(provider, 'token',
             CASE WHEN cardinality(scope) > 0
                  THEN jsonb_build_object('grant_type', 'client_credentials',
