@@ -344,13 +344,6 @@ ensure_ring(bool force)
 	}
 }
 
-/* Check that the key ring can be read (used by functions before writing). */
-void
-oauth_keyring_check(void)
-{
-	ensure_ring(true);
-}
-
 /* Make the next use of the key ring look at the file again. */
 void
 oauth_keyring_stale(void)

@@ -13,7 +13,6 @@ extern bytea *oauth_seal(const char *plain, int len, const char *context);
 extern char *oauth_open(bytea *ciphertext, const char *context);
 extern char *oauth_ciphertext_key_id(bytea *ciphertext);
 extern const char *oauth_active_key_id(void);
-extern void oauth_keyring_check(void);
 extern void oauth_keyring_stale(void);
 
 /* Context strings: the row a ciphertext belongs to. */

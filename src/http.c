@@ -316,12 +316,6 @@ http_free(HttpCall *call)
 	pfree(call);
 }
 
-int
-http_in_flight(void)
-{
-	return running;
-}
-
 /* Called when the worker exits: stop every transfer. */
 void
 http_abort_all(void)

@@ -35,7 +35,6 @@ extern HttpCall *http_start(const char *method, const char *url, char **headers,
 extern void http_wait(long max_timeout_ms, uint32 *latch_events);
 extern HttpCall *http_next_done(void);
 extern void http_free(HttpCall *call);
-extern int	http_in_flight(void);
 extern void http_abort_all(void);
 extern HttpCall *http_call_sync(const char *method, const char *url, char **headers,
 								int nheaders, const char *body, size_t body_len);

@@ -40,7 +40,6 @@ char	   *oauth_ca_file = NULL;
 bool		oauth_allow_http = false;
 int			oauth_event_retention_s = 30 * 86400;
 int			oauth_sweep_batch = 1000;
-bool		oauth_preloaded = false;
 
 void		_PG_init(void);
 
@@ -100,7 +99,6 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	oauth_preloaded = true;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		ereport(ERROR, (errmsg("could not initialize libcurl")));
 	oauth_shmem_request();

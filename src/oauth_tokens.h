@@ -16,7 +16,6 @@ extern char *oauth_ca_file;
 extern bool oauth_allow_http;
 extern int	oauth_event_retention_s;
 extern int	oauth_sweep_batch;
-extern bool oauth_preloaded;
 
 /* worker.c */
 extern void oauth_register_worker(void);
