@@ -6,9 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
 
-bash scripts/setup.sh
-export PATH=/usr/lib/postgresql/15/bin:$PATH
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# PG_CONFIG chooses the PostgreSQL to build and test against (default: 15).
+if [ -z "${PG_CONFIG:-}" ]; then
+    bash scripts/setup.sh
+    PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+fi
+export PATH=$("$PG_CONFIG" --bindir):$PATH
 
 make -s PG_CONFIG=$PG_CONFIG
 if [ "$(id -u)" -eq 0 ]; then
