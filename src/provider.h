@@ -63,6 +63,8 @@ typedef struct TokenAnswer
 	int			retry_after_s;
 	long		http_status;
 	bool		has_error;		/* the body carried an error code */
+	bool		no_answer;		/* sent, but no answer came: the refresh
+								 * token may have been spent (HTTP_NO_ANSWER) */
 } TokenAnswer;
 
 extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
