@@ -113,6 +113,23 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * Count the times the request's header goes out.  libcurl re-sends a
+ * request by itself when a reused connection closed without a byte of
+ * answer; for a refresh that is a second use of the same refresh token
+ * after an answer that may have been lost, which the worker must know.
+ * Nothing here looks at the data (it holds secrets).
+ */
+static int
+debug_cb(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
+{
+	HttpCall   *call = (HttpCall *) userdata;
+
+	if (type == CURLINFO_HEADER_OUT)
+		call->sends++;
+	return 0;
+}
+
 static size_t
 header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 {
@@ -182,6 +199,9 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	curl_easy_setopt(call->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(call->easy, CURLOPT_HEADERDATA, call);
 	curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->errbuf);
+	curl_easy_setopt(call->easy, CURLOPT_DEBUGFUNCTION, debug_cb);
+	curl_easy_setopt(call->easy, CURLOPT_DEBUGDATA, call);
+	curl_easy_setopt(call->easy, CURLOPT_VERBOSE, 1L);	/* only for debug_cb */
 	curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(call->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS,

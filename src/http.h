@@ -39,6 +39,9 @@ typedef struct HttpCall
 	char		content_type[128];
 	CURLcode	result;
 	HttpFate	fate;			/* set when the call is done */
+	int			sends;			/* times the request went out: libcurl sends
+								 * it again, once, when a reused connection
+								 * gave nothing back (sent, no answer) */
 	int64		started_us;		/* monotonic clock, http_start */
 	char		errbuf[CURL_ERROR_SIZE];
 	void	   *owner;			/* caller's job */

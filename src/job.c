@@ -54,7 +54,6 @@
 
 /* answers to store again: their row was locked */
 static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);
-static TimestampTz next_write_retry = 0;
 
 static SPIPlanPtr plan_read = NULL;
 static SPIPlanPtr plan_success = NULL;
@@ -77,17 +76,18 @@ prepare_plans(void)
 		"       p.token_url, p.client_id, p.client_secret_ciphertext, p.auth_method, "
 		"       p.body_format, p.extra_params, p.extra_headers, p.reauth_errors, "
 		"       p.scope_separator, p.scope_on_refresh, p.max_concurrency, "
-		"       p.paused_at IS NOT NULL, p.pause_reason, p.allowed_hosts "
-		"  FROM oauth.connections c JOIN oauth.providers p ON p.name = c.provider "
-		" WHERE c.id = $1",
+		"       p.paused_at IS NOT NULL, p.pause_reason, p.allowed_hosts, "
+		"       CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8) "
+		"  FROM oauth.connections c JOIN oauth.providers p ON p.name OPERATOR(pg_catalog.=) c.provider "
+		" WHERE c.id OPERATOR(pg_catalog.=) $1",
 		1, (Oid[]) {UUIDOID});
 	plan_success = prepare_saved(
 		"UPDATE oauth.connections c SET "
 		"  access_token_ciphertext = $2, "
 		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
-		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
 		"                    ELSE $9 + p.default_lifetime END, "
-		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
+		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
 		"                    ELSE c.refresh_token_expires_at END, "
 		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
 		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
@@ -95,10 +95,10 @@ prepare_plans(void)
 		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
 		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
 		"  refresh_after = oauth._refresh_after("
-		"      CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"      CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
 		"           ELSE $9 + p.default_lifetime END, "
 		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
-		"      CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
+		"      CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
 		"           ELSE c.refresh_token_expires_at END, "
 		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
 		"  FROM oauth.providers p "
@@ -113,14 +113,17 @@ prepare_plans(void)
 	 */
 	plan_transient = prepare_saved(
 		"UPDATE oauth.connections c SET "
-		"  failure_count = c.failure_count + 1, last_refresh_error = $2, "
+		"  failure_count = c.failure_count + $5::pg_catalog.int4, last_refresh_error = $2, "
 		"  (next_attempt_at, refresh_after) = (SELECT b.t, b.t FROM (SELECT now() + "
-		"      make_interval(secs => greatest($3, least(3600, 5 * power(2, least(c.failure_count, 12))) "
-		"                                          * (0.5 + random() / 2))) AS t) b), "
+		"      pg_catalog.make_interval(secs => greatest($3::pg_catalog.float8, "
+		"          least(3600::pg_catalog.float8, 5::pg_catalog.float8 OPERATOR(pg_catalog.*) "
+		"                pg_catalog.power(2::pg_catalog.float8, least(c.failure_count, 12)::pg_catalog.float8)) "
+		"          OPERATOR(pg_catalog.*) (0.5::pg_catalog.float8 OPERATOR(pg_catalog.+) "
+		"                                 (pg_catalog.random() OPERATOR(pg_catalog./) 2::pg_catalog.float8)))) AS t) b), "
 		"  updated_at = now() "
 		" WHERE c.id = $1 AND c.version = $4 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
 		"RETURNING c.next_attempt_at, c.failure_count",
-		4, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID});
+		5, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID, INT4OID});
 	plan_reauth = prepare_saved(
 		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
 		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
@@ -336,6 +339,16 @@ prepare_job(Job *job)
 			job->conf.reauth_errors = text_array_to_list(re);
 	}
 	job->conf.allowed_hosts = text_array_to_list(SPI_getbinval(t, d, 24, &isnull));
+	{
+		Datum		g = SPI_getbinval(t, d, 25, &isnull);
+		char	   *last_error = getstr(t, d, 10);
+
+		job->rotation_grace_ms = isnull ? -1 : DatumGetInt64(g);
+		/* the previous attempt may have spent the refresh token */
+		job->after_no_answer = last_error &&
+			strncmp(last_error, ANSWER_LOST_PREFIX, strlen(ANSWER_LOST_PREFIX)) == 0;
+		job->templated_url = strchr(job->conf.token_url, '{') != NULL;
+	}
 	job->conf.scope_separator = getstr(t, d, 19);
 	job->conf.scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 20, &isnull));
 	metadata = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
@@ -482,15 +495,8 @@ finish_job(Job *job)
 	char	   *detail;
 
 	prepare_plans();
-	if (a->klass == RO_PROVIDER && url_host_templated(job->conf.token_url))
-	{
-		/*
-		 * The host came from this connection's metadata: its rejection says
-		 * nothing about the provider's other tenants, so do not pause them.
-		 */
-		a->klass = RO_TRANSIENT;
-		a->message = psprintf("%s (from this connection's host)", a->message);
-	}
+	if (a->klass == RO_PROVIDER)
+		(void) answers_tenant_failure(job);	/* may make it this connection's failure */
 	job->outcome = a->klass;
 	job->message = a->message;
 	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
@@ -531,6 +537,8 @@ finish_job(Job *job)
 		 * meets a locked row is retried with them */
 		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store refreshed token");
+		/* applied (or superseded): the recorded answer goes, atomically */
+		answers_forget(job);
 		if (SPI_processed == 0)
 		{
 			/* the row moved on (re-authorized, revoked, deleted): discard */
@@ -540,27 +548,46 @@ finish_job(Job *job)
 			return;
 		}
 		detail = psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
-						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s}",
+						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s"
+						  ", \"durable_us\": " INT64_FORMAT ", \"store_attempts\": %d%s}",
 						  a->http_status, ms, a->refresh_token ? "true" : "false",
 						  a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
 						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
-						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"");
+						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+						  job->durable_us, job->store_failures + 1,
+						  job->lost_retry ? ", \"recovered\": \"answer_lost\"" : "");
 		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
 	}
 	else if (a->klass == RO_REAUTH)
 	{
 		Datum		v[3];
 
+		const char *code = a->error_code ? a->error_code : "invalid_grant";
+		const char *reason = NULL;
+
+		/*
+		 * After a request that was sent and never answered, a dead grant
+		 * most likely means the provider rotated the token in the answer we
+		 * lost: say so, it is not the customer revoking access.
+		 */
+		if (job->lost_retry || job->after_no_answer)
+			reason = "answer_lost";
+		else if (a->tenant_failure)
+			reason = "tenant_rejected";
+		if (reason)
+			code = psprintf("%s: %s", reason, code);
 		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(a->error_code ? a->error_code : "invalid_grant");
+		v[1] = CStringGetTextDatum(code);
 		v[2] = Int64GetDatum(job->seen_version);
 		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not mark connection");
 		if (SPI_processed > 0)
 			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
-					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s}",
-							   json_str(a->error_code), a->http_status, json_str(a->message)));
-		job->message = a->error_code;
+					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s%s%s%s}",
+							   json_str(a->error_code), a->http_status, json_str(a->message),
+							   reason ? ", \"reason\": \"" : "", reason ? reason : "",
+							   reason ? "\"" : ""));
+		job->message = (char *) code;
 	}
 	else if (a->klass == RO_PROVIDER)
 	{
@@ -579,13 +606,14 @@ finish_job(Job *job)
 	}
 	else
 	{
-		Datum		v[4];
+		Datum		v[5];
 		TimestampTz next = 0;
 
 		v[0] = UUIDPGetDatum(&job->id);
 		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
 		v[2] = Float8GetDatum((double) a->retry_after_s);
 		v[3] = Int64GetDatum(job->seen_version);
+		v[4] = Int32GetDatum(job->released ? 0 : 1);	/* counted when released */
 		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record failure");
 		if (SPI_processed > 0)
@@ -618,9 +646,12 @@ void
 jobs_finish(List *done)
 {
 	ListCell   *lc;
+	TimestampTz now;
 
 	if (done == NIL)
 		return;
+	/* answers with tokens are made durable first, in their own transaction */
+	answers_record(done);
 	begin_work("oauth_tokens: storing refresh results");
 	foreach(lc, done)
 	{
@@ -630,19 +661,33 @@ jobs_finish(List *done)
 		int			sqlstate = 0;
 
 		run_isolated(job, finish_job, &failed, &err, &sqlstate);
-		if (failed && job->ans.klass == RO_REFRESHED &&
-			sqlstate == ERRCODE_LOCK_NOT_AVAILABLE)
+		if (failed && job->ans.klass == RO_REFRESHED)
 		{
+			/*
+			 * Whatever went wrong (a locked row, a serialization failure,
+			 * the key file, a constraint or trigger), the answer is kept:
+			 * in oauth.pending_answers and here, and applied again later.
+			 */
+			bool		locked = (sqlstate == ERRCODE_LOCK_NOT_AVAILABLE);
+
+			if (!locked && job->store_failures == 0)
+				ereport(WARNING,
+						(errmsg("oauth_tokens: could not store a new token yet, keeping it: %s", err)));
+			job->store_failures++;
 			if (!job->write_pending)
 			{
 				job->outcome = RO_TRANSIENT;
-				job->message = pstrdup("the connection's row is locked by another transaction; "
-									   "the new token is stored once it is released");
+				job->message = locked ?
+					pstrdup("the connection's row is locked by another transaction; "
+							"the new token is stored once it is released") :
+					psprintf("the new token could not be stored yet (%s); it is kept and stored later", err);
 				job_notify(job);
 				job->write_pending = true;
 			}
-			if (dlist_is_empty(&pending_writes) && next_write_retry < GetCurrentTimestamp())
-				next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
+			/* a lock goes soon; other errors are retried less often */
+			now = GetCurrentTimestamp();
+			job->next_store = TimestampTzPlusMilliseconds(now, locked ? 200 :
+														  Min(60000, 200 << Min(job->store_failures, 9)));
 			dlist_push_tail(&pending_writes, &job->node);
 			continue;
 		}
@@ -665,20 +710,33 @@ jobs_finish(List *done)
 	}
 }
 
-/* Try again to store answers whose row was locked. */
+/*
+ * Keep a job whose answer must still be applied (replayed from
+ * oauth.pending_answers at start-up): it is stored by jobs_retry_writes.
+ */
+void
+jobs_keep(Job *job)
+{
+	job->write_pending = true;
+	job->notified = true;		/* nobody waits for a replayed answer */
+	job->next_store = 0;
+	dlist_push_tail(&pending_writes, &job->node);
+}
+
+/* Try again to store kept answers whose time has come. */
 void
 jobs_retry_writes(void)
 {
 	List	   *again = NIL;
 	dlist_mutable_iter it;
+	TimestampTz now = GetCurrentTimestamp();
 
-	if (dlist_is_empty(&pending_writes) || GetCurrentTimestamp() < next_write_retry)
-		return;
-	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
 	dlist_foreach_modify(it, &pending_writes)
 	{
 		Job		   *job = dlist_container(Job, node, it.cur);
 
+		if (job->next_store > now)
+			continue;
 		dlist_delete(&job->node);
 		again = lappend(again, job);
 	}
@@ -686,7 +744,31 @@ jobs_retry_writes(void)
 	list_free(again);
 }
 
-/* Is an answer for this connection waiting to be stored? */
+/* Milliseconds until the next kept answer is due to be stored; -1: none. */
+long
+answers_next_wait_ms(void)
+{
+	dlist_iter	it;
+	TimestampTz now = GetCurrentTimestamp();
+	long		best = -1;
+
+	dlist_foreach(it, &pending_writes)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+		long		ms = j->next_store <= now ? 0 : (long) ((j->next_store - now) / 1000) + 1;
+
+		if (best < 0 || ms < best)
+			best = ms;
+	}
+	return best;
+}
+
+/*
+ * Must a new refresh of this connection wait?  Yes while an answer for it
+ * is kept (not stored yet), and while a call for it still awaits the
+ * provider's answer (its callers were told after oauth.http_timeout): a
+ * second request would send the same refresh token again.
+ */
 bool
 jobs_write_pending_for(const pg_uuid_t *id)
 {
@@ -699,7 +781,53 @@ jobs_write_pending_for(const pg_uuid_t *id)
 		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
 			return true;
 	}
-	return false;
+	return queue_is_running(id);
+}
+
+/*
+ * Record a transient failure for a job whose call is still running (its
+ * callers stop waiting, answers.c), inside a batch.  Counts as the job's
+ * failure: the final outcome of the call does not count again.
+ */
+static char *transient_message;
+
+static void
+record_transient(Job *job)
+{
+	Datum		v[5];
+	bool		isnull;
+
+	prepare_plans();
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = CStringGetTextDatum(transient_message);
+	v[2] = Float8GetDatum(0.0);
+	v[3] = Int64GetDatum(job->seen_version);
+	v[4] = Int32GetDatum(1);
+	if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record failure");
+	if (SPI_processed == 0)
+		return;
+	job->next_attempt = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+			  psprintf("{\"class\": \"transient\", \"error\": %s, \"next_attempt_at\": %s, "
+					   "\"still_waiting\": true}",
+					   json_str(transient_message),
+					   json_str(timestamptz_to_str(job->next_attempt))));
+}
+
+void
+job_record_transient(Job *job, const char *message)
+{
+	bool		failed;
+	char	   *err;
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	transient_message = pstrdup(message);
+	run_isolated(job, record_transient, &failed, &err, NULL);
+	job->outcome = RO_TRANSIENT;
+	job->message = transient_message;
+	MemoryContextSwitchTo(old);
 }
 
 /* Collect finished HTTP calls and jobs that failed before their call. */
@@ -736,6 +864,12 @@ jobs_collect_finished(void)
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		queue_left_running(job);
+		/* libcurl sent it again after a reused connection gave nothing back */
+		if (call->sends > 1)
+			job->lost_retry = true;
+		/* sent, never answered, inside the rotation grace: at once again */
+		if (answers_retry_lost(job))
+			continue;
 		done = lappend(done, job);
 	}
 	jobs_finish(done);

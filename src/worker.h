@@ -60,12 +60,29 @@ typedef struct Job
 	bool		notified;		/* its outcome was already given to waiters */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
 	TimestampTz next_attempt;	/* after a transient failure, as stored */
+	/* answers never thrown away, lost answers (answers.c) */
+	int64		pending_id;		/* its row in oauth.pending_answers; 0: none */
+	int64		durable_us;		/* answer received -> recorded and committed */
+	int			store_failures; /* failed attempts to apply the answer */
+	TimestampTz next_store;		/* when to try applying it again */
+	int64		rotation_grace_ms;	/* provider's window; -1: unknown */
+	bool		after_no_answer;	/* the last attempt was sent, unanswered */
+	bool		lost_retry;		/* this is the at-once retry of a lost answer */
+	bool		released;		/* callers were told after oauth.http_timeout */
+	bool		templated_url;	/* token URL filled from the connection's metadata */
 	/* outcome */
 	bool		finished;
 	TokenAnswer ans;
 	RefreshOutcome outcome;
 	char	   *message;
 } Job;
+
+/*
+ * last_refresh_error of an attempt that was sent and never answered (the
+ * message classify_answer gives it): the next dead-grant answer for that
+ * connection is reported as a lost answer.
+ */
+#define ANSWER_LOST_PREFIX "sent, no answer"
 
 /* worker.c */
 extern MemoryContext jobs_cxt;
@@ -80,6 +97,9 @@ extern void queue_order(void);
 extern void queue_start_jobs(void);
 extern void queue_left_running(Job *job);
 extern int	queue_provider_running(const char *provider);
+extern void queue_requeue(Job *job);
+extern bool queue_is_running(const pg_uuid_t *id);
+extern List *queue_running_jobs(void);
 
 /* job.c */
 extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
@@ -92,6 +112,17 @@ extern void jobs_collect_finished(void);
 extern void jobs_retry_writes(void);
 extern bool jobs_write_pending_for(const pg_uuid_t *id);
 extern bool jobs_writes_pending(void);
+extern void jobs_keep(Job *job);
+extern void job_record_transient(Job *job, const char *message);
+
+/* answers.c */
+extern void answers_record(List *jobs);
+extern void answers_forget(Job *job);
+extern void answers_replay(void);
+extern bool answers_retry_lost(Job *job);
+extern void answers_release_waiters(void);
+extern bool answers_tenant_failure(Job *job);
+extern long answers_next_wait_ms(void);
 
 /* batch.c */
 typedef void (*JobFn) (Job *job);
