@@ -434,7 +434,7 @@ answers_release_waiters(void)
 
 typedef struct TenantStrike
 {
-	char		provider[NAMEDATALEN];
+	char		provider[NAMEDATALEN + 64];	/* provider and the answer */
 	char		workspace[128];
 	TimestampTz at;
 } TenantStrike;
@@ -442,7 +442,10 @@ typedef struct TenantStrike
 static TenantStrike strikes[TENANT_SLOTS];
 static int	strike_next = 0;
 
-/* Remember a workspace's provider-class answer; how many workspaces had one lately? */
+/*
+ * Remember that a workspace got an answer (provider + answer as one key);
+ * how many workspaces got it lately?
+ */
 static int
 strike(const char *provider, const char *workspace)
 {
@@ -497,7 +500,10 @@ answers_tenant_failure(Job *job)
 
 	if (!job->templated_url || job->provider == NULL)
 		return false;
-	n = strike(job->provider, job->workspace_id ? job->workspace_id : "");
+	/* the same answer: the same provider, error code and HTTP status */
+	n = strike(psprintf("%s/%s/%ld", job->provider, a->error_code ? a->error_code : "",
+						a->http_status),
+			   job->workspace_id ? job->workspace_id : "");
 	if (n >= TENANT_EVIDENCE)
 	{
 		a->message = psprintf("%s (the same answer for %d workspaces)", a->message, n);

@@ -50,3 +50,8 @@ CREATE TABLE oauth.pending_answers (
 );
 CREATE INDEX pending_answers_connection_idx ON oauth.pending_answers (connection_id);
 REVOKE ALL ON oauth.pending_answers FROM PUBLIC;
+
+-- The sweep's list is read by the worker and by refresh_due() in the
+-- caller's session: it must not resolve anything through the caller's
+-- search_path (a planted public.now() would run with the caller's rights).
+ALTER FUNCTION oauth._due_connections(int) SET search_path = pg_catalog, pg_temp;
