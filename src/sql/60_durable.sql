@@ -50,6 +50,7 @@ CREATE TABLE oauth.pending_answers (
 );
 CREATE INDEX pending_answers_connection_idx ON oauth.pending_answers (connection_id);
 REVOKE ALL ON oauth.pending_answers FROM PUBLIC;
+REVOKE ALL ON SEQUENCE oauth.pending_answers_id_seq FROM PUBLIC;
 
 -- The sweep's list is read by the worker and by refresh_due() in the
 -- caller's session: it must not resolve anything through the caller's
