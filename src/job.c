@@ -507,6 +507,7 @@ finish_job(Job *job)
 	}
 	if (a->klass == RO_REFRESHED)
 	{
+		bool		stored;
 		Datum		v[9];
 		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
@@ -537,9 +538,10 @@ finish_job(Job *job)
 		 * meets a locked row is retried with them */
 		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store refreshed token");
+		stored = SPI_processed > 0;
 		/* applied (or superseded): the recorded answer goes, atomically */
 		answers_forget(job);
-		if (SPI_processed == 0)
+		if (!stored)
 		{
 			/* the row moved on (re-authorized, revoked, deleted): discard */
 			job->outcome = RO_NOT_NEEDED;

@@ -66,7 +66,7 @@ typedef struct TokenAnswer
 	bool		no_answer;		/* sent, but no answer came: the refresh
 								 * token may have been spent (HTTP_NO_ANSWER) */
 	bool		tenant_failure; /* a provider-class answer from a URL filled
-								 * by this connection's metadata (answers.c) */
+								 * by this connection's metadata (durable.c) */
 } TokenAnswer;
 
 extern void build_token_request(ProviderConf *conf, Jsonb *metadata,

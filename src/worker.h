@@ -60,7 +60,7 @@ typedef struct Job
 	bool		notified;		/* its outcome was already given to waiters */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
 	TimestampTz next_attempt;	/* after a transient failure, as stored */
-	/* answers never thrown away, lost answers (answers.c) */
+	/* answers never thrown away, lost answers (durable.c) */
 	int64		pending_id;		/* its row in oauth.pending_answers; 0: none */
 	int64		durable_us;		/* answer received -> recorded and committed */
 	int			store_failures; /* failed attempts to apply the answer */
@@ -115,7 +115,7 @@ extern bool jobs_writes_pending(void);
 extern void jobs_keep(Job *job);
 extern void job_record_transient(Job *job, const char *message);
 
-/* answers.c */
+/* durable.c */
 extern void answers_record(List *jobs);
 extern void answers_forget(Job *job);
 extern void answers_replay(void);

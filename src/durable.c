@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * answers.c
+ * durable.c
  *	  No answer thrown away: a provider's answer with tokens is made durable
  *	  before it is applied; answers that never came; one tenant's rejection.
  *
