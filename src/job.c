@@ -788,7 +788,7 @@ jobs_write_pending_for(const pg_uuid_t *id)
 
 /*
  * Record a transient failure for a job whose call is still running (its
- * callers stop waiting, answers.c), inside a batch.  Counts as the job's
+ * callers stop waiting, durable.c), inside a batch.  Counts as the job's
  * failure: the final outcome of the call does not count again.
  */
 static char *transient_message;

@@ -112,7 +112,7 @@ queue_provider_running(const char *provider)
 
 /*
  * Put a job whose call ended back at the head of the queue, to be prepared
- * and sent again at once (the retry of a lost answer, answers.c).
+ * and sent again at once (the retry of a lost answer, durable.c).
  */
 void
 queue_requeue(Job *job)
