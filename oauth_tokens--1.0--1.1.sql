@@ -5,7 +5,7 @@
 \echo Use "ALTER EXTENSION oauth_tokens UPDATE TO '1.1'" to load this file. \quit
 
 -- ---- issue 8, part 2 (durable): answers never lost, lost answers, tenant
--- isolation, worker hardening.  Same objects as src/sql/60_durable.sql and
+-- isolation, worker hardening.  Same objects as src/sql/70_durable.sql and
 -- the changed functions of src/sql/10_functions.sql.
 
 -- How long a provider keeps accepting the previous refresh token after it
