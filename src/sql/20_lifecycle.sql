@@ -11,24 +11,11 @@ CREATE FUNCTION oauth._provider_call(provider text, kind text, fields jsonb, met
     OUT http_status int)
     AS 'MODULE_PATHNAME', 'oauth_provider_call' LANGUAGE C VOLATILE;
 
--- Internal: fill {name} placeholders of a URL from metadata.
-CREATE FUNCTION oauth._fill_url(url text, metadata jsonb) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    m text[];
-    v text;
-BEGIN
-    FOR m IN SELECT regexp_matches(url, '\{([A-Za-z0-9_]+)\}', 'g') LOOP
-        v := metadata ->> m[1];
-        IF v IS NULL OR v !~ '^[A-Za-z0-9._:-]+$' THEN
-            RAISE EXCEPTION 'URL placeholder {%} has no valid value in metadata', m[1]
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('Pass metadata => ''{"%s": "..."}''.', m[1]);
-        END IF;
-        url := replace(url, '{' || m[1] || '}', v);
-    END LOOP;
-    RETURN url;
-END $$;
+-- Internal: fill {name} placeholders of a URL from metadata (src/urls.c).
+-- The one filler of every URL the extension builds: token, revoke and
+-- authorize URLs go through the same value and allowed_hosts checks.
+CREATE FUNCTION oauth._fill_url(provider text, url text, metadata jsonb, allowed_hosts text[])
+RETURNS text AS 'MODULE_PATHNAME', 'oauth_fill_url_sql' LANGUAGE C STABLE;
 
 -- Public: step 1 of the flow, the URL to send the customer to.
 CREATE FUNCTION oauth.authorize_url(provider text, redirect_uri text, state text,
@@ -79,7 +66,7 @@ BEGIN
     FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(p.authorize_params) e ORDER BY e.key LOOP
         q := q || '&' || oauth._urlencode(k) || '=' || oauth._urlencode(v);
     END LOOP;
-    RETURN oauth._fill_url(p.authorize_url, coalesce(metadata, '{}'))
+    RETURN oauth._fill_url(p.name, p.authorize_url, coalesce(metadata, '{}'), p.allowed_hosts)
         || CASE WHEN p.authorize_url LIKE '%?%' THEN '&' ELSE '?' END || q;
 END $$;
 
@@ -177,6 +164,7 @@ DECLARE
     v_id uuid;
     v_account text;
     v_token_url text;
+    v_allowed_hosts text[];
     v_paused boolean;
     v_pause_reason text;
 BEGIN
@@ -191,8 +179,8 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT pr.token_url, pr.paused_at IS NOT NULL, pr.pause_reason
-      INTO v_token_url, v_paused, v_pause_reason
+    SELECT pr.token_url, pr.allowed_hosts, pr.paused_at IS NOT NULL, pr.pause_reason
+      INTO v_token_url, v_allowed_hosts, v_paused, v_pause_reason
       FROM oauth._provider(provider) pr;
     -- what would stop the request before it is sent (a paused provider, a
     -- token URL that cannot be built) fails before the code is claimed: a
@@ -202,7 +190,7 @@ BEGIN
             USING ERRCODE = 'OA004', DETAIL = coalesce(v_pause_reason, ''),
                   HINT = 'Fix its client credentials with oauth.register_provider(); that resumes it.';
     END IF;
-    PERFORM oauth._fill_url(v_token_url, metadata);
+    PERFORM oauth._fill_url(provider, v_token_url, metadata, v_allowed_hosts);
     h := sha256(convert_to(code, 'UTF8'));
     IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
        OR NOT oauth._claim_code(h) THEN
