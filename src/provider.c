@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
@@ -43,6 +45,7 @@ typedef struct Field
 {
 	char	   *name;
 	char	   *value;
+	int			len;			/* bytes of value; a NUL before it is refused */
 	bool		is_string;
 } Field;
 
@@ -106,8 +109,103 @@ cs_scalar(void *state, char *token, JsonTokenType tokentype)
 	else
 		return;
 	f->value = pstrdup(token);
+	f->len = strlen(token);
 	f->is_string = (tokentype == JSON_TOKEN_STRING);
 	cs->fields = lappend(cs->fields, f);
+}
+
+/*
+ * Hostile answers.  Before any provider string reaches text, jsonb, an
+ * event, an error or a NOTIFY payload:
+ *	  - the body must be valid UTF-8 without NUL bytes (RFC 8259), and JSON
+ *	    nested at most JSON_MAX_DEPTH deep (checked by a scan before the
+ *	    parser runs, so its recursion never reaches the stack-depth ERROR);
+ *	    otherwise it is treated as a body that is neither JSON nor a form;
+ *	  - tokens are 1..OAUTH_MAX_TOKEN bytes of printable ASCII (RFC 6749
+ *	    appendix A: VSCHAR); otherwise the answer is a transient failure;
+ *	  - other strings (error, error_description, scope, kept fields) must be
+ *	    NUL-free and valid in the database encoding (ASCII where that is not
+ *	    UTF-8) and within their bound; error texts are then clipped on a
+ *	    character boundary with control characters replaced, scope and kept
+ *	    fields that fail are ignored;
+ *	  - expires_in and refresh_token_expires_in count only as a number (or
+ *	    numeric string) of seconds from 0 to OAUTH_MAX_EXPIRES_IN, fractions
+ *	    rounded down; anything else (negative, 1e300, NaN, text) is ignored
+ *	    as if absent, so default_lifetime applies.
+ */
+#define JSON_MAX_DEPTH 32
+#define OAUTH_MAX_TOKEN 65536
+#define OAUTH_MAX_SCOPE 8192
+#define OAUTH_MAX_KEPT 1024
+#define OAUTH_MAX_EXPIRES_IN 315360000.0	/* 10 years */
+
+/* Is a JSON text nested deeper than JSON_MAX_DEPTH?  Strings are skipped. */
+static bool
+json_too_deep(const char *body, int len)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (int i = 0; i < len; i++)
+	{
+		char		c = body[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > JSON_MAX_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
+}
+
+/* Valid text for this database: NUL-free, and valid in its encoding. */
+static bool
+valid_db_text(const char *s, int len)
+{
+	if ((int) strlen(s) != len)
+		return false;
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return pg_verify_mbstr(PG_UTF8, s, len, true);
+	for (int i = 0; i < len; i++)
+		if (IS_HIGHBIT_SET(s[i]))
+			return false;
+	return true;
+}
+
+/* A token: 1..OAUTH_MAX_TOKEN bytes of printable ASCII. */
+static bool
+valid_token_text(const Field *f)
+{
+	if (f->len < 1 || f->len > OAUTH_MAX_TOKEN || (int) strlen(f->value) != f->len)
+		return false;
+	for (int i = 0; i < f->len; i++)
+		if (f->value[i] < 0x20 || f->value[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* A string field that may be kept as it is (no control characters). */
+static bool
+valid_kept_text(const Field *f, int max)
+{
+	if (f->len > max || !valid_db_text(f->value, f->len))
+		return false;
+	for (int i = 0; i < f->len; i++)
+		if ((unsigned char) f->value[i] < 0x20 || f->value[i] == 0x7f)
+			return false;
+	return true;
 }
 
 /* Top-level (and one nested level of) scalar fields of a JSON object. */
@@ -143,7 +241,7 @@ hexval(char c)
 }
 
 static char *
-url_decode(const char *s, int len)
+url_decode(const char *s, int len, int *outlen)
 {
 	char	   *out = palloc(len + 1);
 	int			o = 0;
@@ -162,6 +260,7 @@ url_decode(const char *s, int len)
 			out[o++] = s[i];
 	}
 	out[o] = '\0';
+	*outlen = o;
 	return out;
 }
 
@@ -181,9 +280,10 @@ parse_form_fields(const char *body, int len, List **fields)
 			if (eq)
 			{
 				Field	   *f = palloc(sizeof(Field));
+				int			nlen;
 
-				f->name = url_decode(body + start, eq - (body + start));
-				f->value = url_decode(eq + 1, body + i - (eq + 1));
+				f->name = url_decode(body + start, eq - (body + start), &nlen);
+				f->value = url_decode(eq + 1, body + i - (eq + 1), &f->len);
 				f->is_string = true;
 				*fields = lappend(*fields, f);
 			}
@@ -210,21 +310,23 @@ find_field(List *fields, const char *name)
 	return NULL;
 }
 
+/* A number of seconds by the rule in the header above; false: ignore it. */
 static bool
 parse_int_field(Field *f, int64 *out)
 {
 	char	   *end;
 	double		d;
 
-	if (f == NULL)
+	if (f == NULL || f->len > 32)
 		return false;
 	errno = 0;
 	d = strtod(f->value, &end);
 	while (*end == ' ')
 		end++;
-	if (errno != 0 || end == f->value || *end != '\0' || d < 0 || d > 1e10)
+	if (errno != 0 || end == f->value || *end != '\0' ||
+		!(d >= 0 && d <= OAUTH_MAX_EXPIRES_IN))	/* NaN fails too */
 		return false;
-	*out = (int64) d;
+	*out = (int64) floor(d);
 	return true;
 }
 
@@ -265,17 +367,27 @@ static const char *const kept_fields[] = {
 	"cloud_id", "id", "issued_at", NULL
 };
 
+/*
+ * A provider string made fit for a message: replaced when it is not valid
+ * text, control characters turned into spaces, clipped to max bytes on a
+ * character boundary.
+ */
 static char *
 clip(const char *s, int max)
 {
 	int			len = strlen(s);
+	int			cut;
 	char	   *out;
 
-	if (len <= max)
-		return pstrdup(s);
-	out = palloc(max + 4);
-	memcpy(out, s, max);
-	strcpy(out + max, "...");
+	if (!valid_db_text(s, len))
+		return pstrdup("(not valid text)");
+	cut = len <= max ? len : pg_mbcliplen(s, len, max);
+	out = palloc(cut + 4);
+	memcpy(out, s, cut);
+	for (int i = 0; i < cut; i++)
+		if ((unsigned char) out[i] < 0x20 || out[i] == 0x7f)
+			out[i] = ' ';
+	strcpy(out + cut, cut < len ? "..." : "");
 	return out;
 }
 
@@ -324,7 +436,8 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 				break;
 			case CURLE_WRITE_ERROR:
 			case CURLE_FILESIZE_EXCEEDED:
-				what = call->too_large ? "response body over 1 MiB" : "write error";
+				what = (call->too_large || call->result == CURLE_FILESIZE_EXCEEDED) ?
+					"response body over 1 MiB" : "write error";
 				break;
 			default:
 				what = "HTTP error";
@@ -336,18 +449,41 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		return;
 	}
 
-	/* parse: JSON, or form-encoded as GitHub sends by default */
-	parsed = parse_json_fields(call->response.data, call->response.len, &fields);
-	if (!parsed && (strstr(call->content_type, "x-www-form-urlencoded") != NULL ||
-					(call->response.len > 0 && call->response.data[0] != '<' &&
-					 call->response.data[0] != '{')))
-		parsed = parse_form_fields(call->response.data, call->response.len, &fields);
+	/*
+	 * parse: JSON, or form-encoded as GitHub sends by default; a body that
+	 * is not valid UTF-8 (or holds a NUL) or nests too deep is neither
+	 */
+	if (!pg_verify_mbstr(PG_UTF8, call->response.data, call->response.len, true) ||
+		json_too_deep(call->response.data, call->response.len))
+		parsed = false;
+	else
+	{
+		parsed = parse_json_fields(call->response.data, call->response.len, &fields);
+		if (!parsed && (strstr(call->content_type, "x-www-form-urlencoded") != NULL ||
+						(call->response.len > 0 && call->response.data[0] != '<' &&
+						 call->response.data[0] != '{')))
+			parsed = parse_form_fields(call->response.data, call->response.len, &fields);
+		if (!parsed)
+			fields = NIL;
+	}
 
 	f_error = find_field(fields, "error");
-	if (f_error == NULL)
-		f_error = find_field(fields, "status");	/* HubSpot: status: BAD_REFRESH_TOKEN */
 	if (f_error && !f_error->is_string)
 		f_error = NULL;
+	if (f_error == NULL)
+	{
+		/*
+		 * HubSpot's {"status": "BAD_REFRESH_TOKEN"}: a status field is an
+		 * error code only in an error answer or when the provider lists it
+		 * in reauth_errors; a 2xx body's "status": "SUCCESS" is not one.
+		 */
+		Field	   *f_status = find_field(fields, "status");
+
+		if (f_status && f_status->is_string &&
+			(call->status < 200 || call->status >= 300 ||
+			 in_list(conf->reauth_errors, f_status->value)))
+			f_error = f_status;
+	}
 	f_desc = find_field(fields, "error_description");
 	if (f_desc == NULL)
 		f_desc = find_field(fields, "message");
@@ -393,7 +529,9 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	}
 	if (!parsed)
 	{
-		ans->message = psprintf("HTTP %ld with a body that is neither JSON nor a form", call->status);
+		ans->message = psprintf("HTTP %ld with a body that is neither JSON nor a form "
+								"(or not valid UTF-8, or nested deeper than %d)",
+								call->status, JSON_MAX_DEPTH);
 		return;
 	}
 	f_at = find_field(fields, "access_token");
@@ -410,16 +548,24 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		return;
 	}
 
-	/* success */
+	/* success, if the tokens are tokens */
 	{
 		Field	   *f;
 		StringInfoData meta;
 		bool		first = true;
 
+		f = find_field(fields, psprintf("%srefresh_token", pre));
+		if (f && (!f->is_string || f->value[0] == '\0'))
+			f = NULL;
+		if (!valid_token_text(f_at) || (f && !valid_token_text(f)))
+		{
+			ans->message = psprintf("HTTP %ld with a token that is not 1 to %d bytes of printable ASCII",
+									call->status, OAUTH_MAX_TOKEN);
+			goto wipe;
+		}
 		ans->klass = RO_REFRESHED;
 		ans->access_token = pstrdup(f_at->value);
-		f = find_field(fields, psprintf("%srefresh_token", pre));
-		if (f && f->is_string && f->value[0] != '\0')
+		if (f)
 			ans->refresh_token = pstrdup(f->value);
 		ans->has_expires_in = parse_int_field(find_field(fields, psprintf("%sexpires_in", pre)),
 											  &ans->expires_in);
@@ -427,7 +573,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 			parse_int_field(find_field(fields, "refresh_token_expires_in"), &ans->rt_expires_in) ||
 			parse_int_field(find_field(fields, "x_refresh_token_expires_in"), &ans->rt_expires_in);
 		f = find_field(fields, psprintf("%sscope", pre));
-		if (f && f->is_string)
+		if (f && f->is_string && valid_kept_text(f, OAUTH_MAX_SCOPE))
 			ans->scope = pstrdup(f->value);
 
 		initStringInfo(&meta);
@@ -435,7 +581,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		for (int i = 0; kept_fields[i]; i++)
 		{
 			f = find_field(fields, kept_fields[i]);
-			if (f == NULL)
+			if (f == NULL || !valid_kept_text(f, OAUTH_MAX_KEPT))
 				continue;
 			if (!first)
 				appendStringInfoChar(&meta, ',');
@@ -448,6 +594,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		ans->metadata_json = meta.data;
 		ans->message = pstrdup("refreshed");
 	}
+wipe:
 	/* wipe every parsed value: tokens were copied where they are needed */
 	{
 		ListCell   *lc;
