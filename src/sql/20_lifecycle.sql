@@ -71,14 +71,18 @@ BEGIN
 END $$;
 
 -- Internal: store a token answer as a connection (new, or an existing one of
--- the same account re-authorized).  Returns the id.
+-- the same account re-authorized).  Returns the id.  The insert comes first,
+-- with ON CONFLICT DO NOTHING: of two concurrent exchanges for the same
+-- account, the second waits for the first, then updates the row it made,
+-- so a redeemed code never ends in a unique violation.
 CREATE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
                                    p_grant_type text, r record, p_scope text[], p_metadata jsonb)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     p oauth.providers;
     c oauth.connections;
-    v_id uuid;
+    v_id uuid := gen_random_uuid();
+    v_new uuid;
     v_exp timestamptz;
     v_rt_exp timestamptz;
     v_scope text[];
@@ -89,47 +93,55 @@ BEGIN
     v_rt_exp := CASE WHEN r.rt_expires_in IS NOT NULL THEN now() + r.rt_expires_in * interval '1 second' END;
     v_scope := CASE WHEN r.scope IS NOT NULL AND r.scope <> ''
                     THEN regexp_split_to_array(trim(r.scope), '[ ,]+') ELSE coalesce(p_scope, '{}') END;
-    SELECT * INTO c FROM oauth.connections
-     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
-       FOR UPDATE;
-    IF FOUND THEN
-        v_id := c.id;
-        UPDATE oauth.connections SET
-            access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
-            refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
-                THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
-                ELSE refresh_token_ciphertext END,
-            grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
-            refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
-            refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
-            last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
-            version = c.version + 1, updated_at = now()
-         WHERE id = v_id
-        RETURNING * INTO c;
-        UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
-                p.refresh_token_idle_ttl, v_rt_exp, now(),
-                c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
-         WHERE id = v_id;
-        PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
-                             jsonb_build_object('grant_type', p_grant_type));
-        PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-            'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
-    ELSE
-        v_id := gen_random_uuid();
-        INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
-            access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
-            refresh_token_expires_at, refresh_after, refreshed_at, metadata)
-        VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
-            oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
-            oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
-            v_scope, v_exp, v_rt_exp,
-            oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
-                                 r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
-            now(), p_metadata || r.metadata);
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_token_expires_at, refresh_after, refreshed_at, metadata)
+    VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
+        oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
+        v_scope, v_exp, v_rt_exp,
+        oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
+                             r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
+        now(), p_metadata || r.metadata)
+    ON CONFLICT (workspace_id, provider, provider_account_id) DO NOTHING
+    RETURNING id INTO v_new;
+    IF v_new IS NOT NULL THEN
         PERFORM oauth._event('created', p_workspace, v_id, p_provider,
             jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
                                'has_refresh_token', r.refresh_token IS NOT NULL));
+        RETURN v_id;
     END IF;
+
+    SELECT * INTO c FROM oauth.connections
+     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        -- only in REPEATABLE READ or SERIALIZABLE, against a row committed meanwhile
+        RAISE EXCEPTION 'could not store the grant: a concurrent call stored this account''s connection'
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Call exchange_code in a READ COMMITTED transaction.';
+    END IF;
+    v_id := c.id;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
+            THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
+            ELSE refresh_token_ciphertext END,
+        grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
+        refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = v_id
+    RETURNING * INTO c;
+    UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
+            p.refresh_token_idle_ttl, v_rt_exp, now(),
+            c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
+     WHERE id = v_id;
+    PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
+                         jsonb_build_object('grant_type', p_grant_type));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
+        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
