@@ -32,6 +32,24 @@ CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts tex
 REVOKE ALL ON FUNCTION oauth._fill_url(text, text, jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oauth._check_url_template(text, text, text[]) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION oauth._due_connections(max_connections int)
+RETURNS TABLE (id uuid, version bigint, workspace_id text, provider text)
+LANGUAGE sql STABLE
+-- refresh_due() runs this in the caller's session: resolve in pg_catalog only
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT d.id, d.version, d.workspace_id, d.provider
+      FROM (SELECT c.id, c.version, c.workspace_id, c.provider, c.refresh_after,
+                   row_number() OVER (PARTITION BY c.workspace_id ORDER BY c.refresh_after) AS rn
+              FROM oauth.connections c
+             WHERE c.refresh_after <= now()
+               AND c.reauth_required_at IS NULL
+               AND c.revoked_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM oauth.providers p
+                                WHERE p.name = c.provider AND p.paused_at IS NOT NULL)) d
+     ORDER BY d.rn, d.refresh_after
+     LIMIT max_connections
+$$;
+
 CREATE OR REPLACE FUNCTION oauth.register_provider(
     name text, token_url text, client_id text, client_secret text DEFAULT NULL,
     auth_method text DEFAULT 'client_secret_post', revoke_url text DEFAULT NULL,

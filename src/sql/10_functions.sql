@@ -67,7 +67,9 @@ CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts tex
 -- skipped.  Used by the worker's sweep and by refresh_due().
 CREATE FUNCTION oauth._due_connections(max_connections int)
 RETURNS TABLE (id uuid, version bigint, workspace_id text, provider text)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+-- refresh_due() runs this in the caller's session: resolve in pg_catalog only
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT d.id, d.version, d.workspace_id, d.provider
       FROM (SELECT c.id, c.version, c.workspace_id, c.provider, c.refresh_after,
                    row_number() OVER (PARTITION BY c.workspace_id ORDER BY c.refresh_after) AS rn
