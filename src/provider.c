@@ -391,12 +391,109 @@ clip(const char *s, int max)
 	return out;
 }
 
+static void classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
+
+/* Request fields whose values are secrets. */
+static const char *const secret_fields[] = {
+	"refresh_token", "code", "code_verifier", "client_secret", "token",
+	"client_assertion", "password", NULL
+};
+
+/*
+ * The secrets a call sent (the client secret, and the values of the
+ * request's secret fields, decoded and as sent), so that a provider that
+ * echoes its request into an error or a kept field cannot put them into
+ * our messages, events or logs.
+ */
+static List *
+sent_secrets(ProviderConf *conf, HttpCall *call)
+{
+	List	   *out = NIL;
+	List	   *fields = NIL;
+	ListCell   *lc;
+
+	if (conf->client_secret && strlen(conf->client_secret) >= 4)
+		out = lappend(out, pstrdup(conf->client_secret));
+	if (call->body == NULL || call->body_len == 0 || call->body_len > OAUTH_MAX_BODY)
+		return out;
+	if (!(call->body[0] == '{' && !json_too_deep(call->body, (int) call->body_len) &&
+		  parse_json_fields(call->body, (int) call->body_len, &fields)) &&
+		!parse_form_fields(call->body, (int) call->body_len, &fields))
+		fields = NIL;
+	foreach(lc, fields)
+	{
+		Field	   *f = lfirst(lc);
+
+		for (int i = 0; secret_fields[i]; i++)
+			if (strcmp(f->name, secret_fields[i]) == 0 && f->len >= 4)
+			{
+				char	   *enc = curl_easy_escape(NULL, f->value, f->len);
+
+				out = lappend(out, pstrdup(f->value));
+				if (enc)
+				{
+					out = lappend(out, pstrdup(enc));
+					explicit_bzero(enc, strlen(enc));
+					curl_free(enc);
+				}
+			}
+		explicit_bzero(f->value, f->len);
+	}
+	return out;
+}
+
+/* s with every occurrence of a secret replaced by "[redacted]". */
+static char *
+redact(char *s, List *secrets)
+{
+	ListCell   *lc;
+
+	if (s == NULL)
+		return NULL;
+	foreach(lc, secrets)
+	{
+		const char *sec = lfirst(lc);
+		size_t		slen = strlen(sec);
+		char	   *hit;
+
+		while (slen > 0 && (hit = strstr(s, sec)) != NULL)
+		{
+			StringInfoData out;
+
+			initStringInfo(&out);
+			appendBinaryStringInfo(&out, s, hit - s);
+			appendStringInfoString(&out, "[redacted]");
+			appendStringInfoString(&out, hit + slen);
+			explicit_bzero(s, strlen(s));
+			s = out.data;
+		}
+	}
+	return s;
+}
+
 /*
  * Classify a finished call.  Everything in ans is palloc'd in the current
- * context; tokens are only in access_token and refresh_token.
+ * context; tokens are only in access_token and refresh_token, and no secret
+ * the call sent survives in any other field.
  */
 void
 classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
+{
+	List	   *secrets;
+	ListCell   *lc;
+
+	classify_answer_inner(conf, call, ans);
+	secrets = sent_secrets(conf, call);
+	ans->message = redact(ans->message, secrets);
+	ans->error_code = redact(ans->error_code, secrets);
+	ans->scope = redact(ans->scope, secrets);
+	ans->metadata_json = redact(ans->metadata_json, secrets);
+	foreach(lc, secrets)
+		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
+}
+
+static void
+classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 {
 	List	   *fields = NIL;
 	bool		parsed;

@@ -10,7 +10,8 @@ expires_in values, a redirect, control characters, oversized or non-ASCII
 tokens, a HubSpot-style "status" in a success body.  Every request is
 appended to <port-file>.log (path only), so a test can tell what arrived.
 """
-import argparse, json, os, sys, threading
+import argparse, json, os, sys, threading, time
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 J, F = "application/json", "application/x-www-form-urlencoded"
@@ -59,11 +60,32 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(n)
+        raw = self.rfile.read(n)
         name = self.path.rstrip("/").rsplit("/", 1)[-1]
         with self.server.lock:
             with open(self.server.logpath, "a") as f:
                 f.write(self.path + "\n")
+        if name in ("echo", "echo_ok", "slow"):
+            # echo: the request (secrets and all) thrown back in an error and
+            # in fields that are kept; slow: a plain answer after 3 s
+            form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+            if name == "echo":
+                status, body = 400, {"error": "invalid_request",
+                                     "error_description": "got " + raw.decode("utf-8", "replace")}
+            elif name == "echo_ok":
+                status, body = 200, {"access_token": "at-echo", "expires_in": 3600,
+                                     "instance_url": "https://x/" + form.get("refresh_token", ""),
+                                     "scope": form.get("client_secret", "")}
+            else:
+                time.sleep(3)
+                status, body = 200, {"access_token": "at-slow", "expires_in": 3600}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", J)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if name == "big_stream":    # no Content-Length: read until close, past 1 MiB
             self.send_response(200)
             self.send_header("Content-Type", J)
