@@ -173,7 +173,6 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 		explicit_bzero((char *) fields[i].value, strlen(fields[i].value));
 	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
 	wipe_token_request(&req);
-	provider_conf_wipe(&conf);
 
 	if (revoke)
 	{
@@ -198,6 +197,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
+	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	http_free(call);
 
 	values[0] = CStringGetTextDatum(klass_name(ans.klass));
