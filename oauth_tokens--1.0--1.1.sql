@@ -20,3 +20,124 @@
 --    pg_catalog.pg_extension_config_dump (and its sequences too).
 
 \echo Use "ALTER EXTENSION oauth_tokens UPDATE TO '1.1'" to load this file. \quit
+
+-- ---- ops (issue 9): backups, copies, standbys --------------------------------
+
+-- a new event: a copy adopted by oauth.adopt_copy()
+ALTER TABLE oauth.events DROP CONSTRAINT events_event_check;
+ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
+                      'created', 'refreshed', 'refresh_failed', 'reauth_required',
+                      'reauthorized', 'revoked', 'deleted', 'token_rejected',
+                      'provider_registered', 'key_rotated',
+                      'copy_adopted'));
+
+-- src/sql/60_operations.sql, except that the database being upgraded is
+-- recorded as the one that refreshes (1.0 recorded nothing).
+-- Where this data refreshes.  One row: the cluster (system identifier, as
+-- pg_control_system() shows it) and the database (oid and name) that may
+-- talk to providers with these grants.  Recorded by CREATE EXTENSION; a
+-- restored dump brings the source's row with it (the BEFORE INSERT trigger
+-- lets the restored row replace the one CREATE EXTENSION wrote), so a copy
+-- knows it is one.  Anywhere else the extension serves still-valid tokens and
+-- sends nothing to any provider until a DBA runs oauth.adopt_copy().  Read by
+-- the C code (src/identity.c), cached per process.
+CREATE TABLE oauth.refresh_home (
+    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    system_identifier  bigint NOT NULL,
+    database_oid       oid NOT NULL,
+    database_name      text NOT NULL,
+    recorded_at        timestamptz NOT NULL DEFAULT now(),
+    recorded_by        text NOT NULL DEFAULT current_user,
+    how                text NOT NULL CHECK (how IN ('create extension', 'upgrade', 'adopt_copy'))
+);
+COMMENT ON TABLE oauth.refresh_home IS
+    'The cluster and database that refresh these grants; elsewhere (a restored copy, a clone) nothing is sent to providers until oauth.adopt_copy().';
+
+-- Internal: every process caches the row (src/identity.c); a change of it
+-- reaches them as a relcache invalidation of the table.
+CREATE FUNCTION oauth._refresh_home_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_refresh_home_changed' LANGUAGE C VOLATILE;
+
+-- One row: a row inserted (CREATE EXTENSION's, a restored one, adopt_copy's)
+-- replaces the one there.
+CREATE FUNCTION oauth._refresh_home_replace() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM oauth.refresh_home;
+    RETURN NEW;
+END $$;
+CREATE FUNCTION oauth._refresh_home_notify() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM oauth._refresh_home_changed();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER refresh_home_replace BEFORE INSERT ON oauth.refresh_home
+    FOR EACH ROW EXECUTE FUNCTION oauth._refresh_home_replace();
+CREATE TRIGGER refresh_home_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON oauth.refresh_home FOR EACH STATEMENT EXECUTE FUNCTION oauth._refresh_home_notify();
+
+INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.datname,
+       'upgrade'
+  FROM pg_catalog.pg_database d
+ WHERE d.datname = pg_catalog.current_database();
+
+-- oauth.adopt_copy(): this database becomes the one that refreshes these
+-- grants.  Run it on a copy only once the original no longer refreshes
+-- (every refresh rotates refresh tokens out from under the other).
+CREATE FUNCTION oauth.adopt_copy() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old   oauth.refresh_home;
+    sysid bigint;
+    db    oid;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot adopt a copy on a hot standby'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'A standby follows its primary; after promotion it refreshes by itself.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_subscription_rel
+                WHERE srrelid = 'oauth.connections'::regclass) THEN
+        RAISE EXCEPTION 'this database is a logical replication subscriber of oauth.connections'
+            USING ERRCODE = 'OA006',
+                  HINT = 'Drop the subscription (or its oauth tables) first: the publisher refreshes these grants.';
+    END IF;
+    SELECT system_identifier INTO sysid FROM pg_control_system();
+    SELECT d.oid INTO db FROM pg_database d WHERE d.datname = current_database();
+    SELECT * INTO old FROM oauth.refresh_home;
+    IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
+        RETURN 'already_home';
+    END IF;
+    INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+    VALUES (sysid, db, current_database(), 'adopt_copy');
+    PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
+        'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
+                    'system_identifier', old.system_identifier::text,
+                    'database_oid', old.database_oid, 'database', old.database_name) END,
+        'to', jsonb_build_object('system_identifier', sysid::text,
+                                 'database_oid', db, 'database', current_database()),
+        'by', session_user));
+    RETURN 'adopted';
+END $$;
+COMMENT ON FUNCTION oauth.adopt_copy() IS
+    'Make this database the one that refreshes its grants (after a restore, a clone or pg_upgrade); only once the original has stopped refreshing.';
+
+-- 'on', or why nothing is sent to providers from this database.
+CREATE FUNCTION oauth.provider_traffic_status() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_provider_traffic_status' LANGUAGE C STABLE;
+
+-- pg_dump keeps users' data: every row of these tables (and the events'
+-- identity sequence).  The presets (oauth.provider_presets) belong to the
+-- extension and are not dumped; CREATE EXTENSION writes them.
+SELECT pg_catalog.pg_extension_config_dump('oauth.providers', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.connections', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.events', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.code_redemptions', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.refresh_home', '');
+
+REVOKE ALL ON FUNCTION oauth._refresh_home_changed(), oauth._refresh_home_replace(),
+    oauth._refresh_home_notify(), oauth.adopt_copy(), oauth.provider_traffic_status() FROM PUBLIC;
+REVOKE ALL ON TABLE oauth.refresh_home FROM PUBLIC;

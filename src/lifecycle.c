@@ -32,6 +32,7 @@
 #include "crypto.h"
 #include "errors.h"
 #include "http.h"
+#include "identity.h"
 #include "provider.h"
 #include "shmem.h"
 
@@ -145,6 +146,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	fields_j = PG_GETARG_JSONB_P(2);
 	metadata = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	revoke = strcmp(kind, "revoke") == 0;
+	oauth_require_traffic();
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 

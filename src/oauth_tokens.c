@@ -26,6 +26,7 @@
 #include "utils/guc.h"
 
 #include "crypto.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 
@@ -94,6 +95,7 @@ _PG_init(void)
 								   "Database the oauth_tokens background worker connects to.",
 								   NULL, &oauth_database, "postgres",
 								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	oauth_identity_define_gucs();
 	MarkGUCPrefixReserved("oauth");
 
 	if (!process_shared_preload_libraries_in_progress)
