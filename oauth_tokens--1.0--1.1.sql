@@ -83,6 +83,14 @@ SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.
   FROM pg_catalog.pg_database d
  WHERE d.datname = pg_catalog.current_database();
 
+-- Restores in the right order: pg_dump loads the data of an extension's
+-- tables in the order of the foreign keys between them, so this key makes a
+-- restore write oauth.refresh_home (the source's row) before any provider or
+-- connection arrives; a copy never sees connections while it still thinks
+-- it is home.
+ALTER TABLE oauth.providers ADD COLUMN refresh_home boolean NOT NULL DEFAULT true
+    REFERENCES oauth.refresh_home (singleton);
+
 -- oauth.adopt_copy(): this database becomes the one that refreshes these
 -- grants.  Run it on a copy only once the original no longer refreshes
 -- (every refresh rotates refresh tokens out from under the other).
@@ -110,8 +118,14 @@ BEGIN
     IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
         RETURN 'already_home';
     END IF;
-    INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
-    VALUES (sysid, db, current_database(), 'adopt_copy');
+    IF FOUND THEN
+        UPDATE oauth.refresh_home
+           SET system_identifier = sysid, database_oid = db, database_name = current_database(),
+               recorded_at = now(), recorded_by = current_user, how = 'adopt_copy';
+    ELSE
+        INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+        VALUES (sysid, db, current_database(), 'adopt_copy');
+    END IF;
     PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
         'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
                     'system_identifier', old.system_identifier::text,
@@ -141,3 +155,64 @@ SELECT pg_catalog.pg_extension_config_dump('oauth.refresh_home', '');
 REVOKE ALL ON FUNCTION oauth._refresh_home_changed(), oauth._refresh_home_replace(),
     oauth._refresh_home_notify(), oauth.adopt_copy(), oauth.provider_traffic_status() FROM PUBLIC;
 REVOKE ALL ON TABLE oauth.refresh_home FROM PUBLIC;
+
+-- revoke: a copy or a standby (OA006 from the provider call) stops the
+-- revocation instead of erasing the tokens with remote = failed
+CREATE OR REPLACE FUNCTION oauth.revoke(workspace_id text, connection_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    now_row oauth.connections;
+    p oauth.providers;
+    r record;
+    remote text := 'none';
+    err text;
+    tok text;
+    hint text;
+BEGIN
+    -- No row lock across the provider call (the worker must not wait on it);
+    -- if a refresh rotated the token meanwhile, revoke the new one too.
+    c := oauth._connection(workspace_id, connection_id, false);
+    IF c.revoked_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    FOR attempt IN 1..3 LOOP
+        EXIT WHEN p.revoke_url IS NULL;
+        IF c.refresh_token_ciphertext IS NOT NULL THEN
+            tok := oauth._open(c.refresh_token_ciphertext, 'connection/' || c.id || '/refresh');
+            hint := 'refresh_token';
+        ELSE
+            tok := oauth._open(c.access_token_ciphertext, 'connection/' || c.id || '/access');
+            hint := 'access_token';
+        END IF;
+        BEGIN
+            r := oauth._provider_call(c.provider, 'revoke',
+                    jsonb_build_object('token', tok, 'token_type_hint', hint), c.metadata);
+            remote := CASE WHEN r.klass = 'success' THEN 'revoked' ELSE 'failed' END;
+            err := CASE WHEN r.klass <> 'success' THEN r.error END;
+        EXCEPTION WHEN OTHERS THEN
+            -- a cancel is the caller's word, and a copy or a standby sends nothing: stop here
+            IF SQLSTATE IN ('57014', 'OA006') THEN
+                RAISE;
+            END IF;
+            remote := 'failed';
+            err := SQLERRM;
+        END;
+        tok := NULL;
+        SELECT * INTO now_row FROM oauth.connections WHERE id = c.id FOR UPDATE;
+        EXIT WHEN NOT FOUND OR now_row.version = c.version OR now_row.revoked_at IS NOT NULL;
+        c := now_row;
+    END LOOP;
+    UPDATE oauth.connections SET access_token_ciphertext = NULL, refresh_token_ciphertext = NULL,
+           revoked_at = now(), refresh_after = NULL, next_attempt_at = NULL,
+           version = version + 1, updated_at = now()
+     WHERE id = c.id AND revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
+                         jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
+        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
+END $$;

@@ -46,6 +46,7 @@
 
 #include "crypto.h"
 #include "http.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "shmem.h"
@@ -255,6 +256,17 @@ prepare_job(Job *job)
 	Jsonb	   *metadata;
 	TokenRequest req;
 	ArrayType  *scope_arr;
+	const char *blocked;
+
+	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
+	if (!oauth_traffic_allowed(&blocked))
+	{
+		job->finished = true;
+		job->outcome = RO_UNAVAILABLE;
+		job->message = pstrdup(blocked);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	prepare_plans();
 	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)

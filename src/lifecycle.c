@@ -241,6 +241,7 @@ oauth_claim_code(PG_FUNCTION_ARGS)
 
 	if (VARSIZE_ANY_EXHDR(h) != 32)
 		elog(ERROR, "code hash must be 32 bytes");
+	oauth_require_traffic();	/* a code is never claimed where it cannot be sent */
 	if (!oauth_shmem_available())
 		PG_RETURN_BOOL(true);
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);

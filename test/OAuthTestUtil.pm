@@ -66,6 +66,7 @@ runs.  Options:
   sweep_interval    '0' (default: the tests drive refreshes themselves)
   log_min_messages  'debug1' (default)
   ext_version       the extension version to create (default: the default_version)
+  create_extension  0: create no extension (the worker then waits for one)
   conf              more postgresql.conf lines, appended last
 
 =cut
@@ -129,7 +130,8 @@ sub oauth_node
 	$node->safe_psql('postgres',
 		'CREATE EXTENSION oauth_tokens'
 		  . (defined $opt{ext_version} ? " VERSION '$opt{ext_version}'" : '')
-		  . ' CASCADE');
+		  . ' CASCADE')
+	  if $opt{create_extension} // 1;
 	oauth_wait_worker($node);
 	return $node;
 }

@@ -4,8 +4,8 @@
 -- pg_control_system() shows it) and the database (oid and name) that may
 -- talk to providers with these grants.  Recorded by CREATE EXTENSION; a
 -- restored dump brings the source's row with it (the BEFORE INSERT trigger
--- lets the restored row replace the one CREATE EXTENSION wrote), so a copy
--- knows it is one.  Anywhere else the extension serves still-valid tokens and
+-- lets the restored row replace the one CREATE EXTENSION wrote; the foreign
+-- key below makes it arrive first), so a copy knows it is one.  Anywhere else the extension serves still-valid tokens and
 -- sends nothing to any provider until a DBA runs oauth.adopt_copy().  Read by
 -- the C code (src/identity.c), cached per process.
 CREATE TABLE oauth.refresh_home (
@@ -50,6 +50,14 @@ SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.
   FROM pg_catalog.pg_database d
  WHERE d.datname = pg_catalog.current_database();
 
+-- Restores in the right order: pg_dump loads the data of an extension's
+-- tables in the order of the foreign keys between them, so this key makes a
+-- restore write oauth.refresh_home (the source's row) before any provider or
+-- connection arrives; a copy never sees connections while it still thinks
+-- it is home.
+ALTER TABLE oauth.providers ADD COLUMN refresh_home boolean NOT NULL DEFAULT true
+    REFERENCES oauth.refresh_home (singleton);
+
 -- oauth.adopt_copy(): this database becomes the one that refreshes these
 -- grants.  Run it on a copy only once the original no longer refreshes
 -- (every refresh rotates refresh tokens out from under the other).
@@ -77,8 +85,14 @@ BEGIN
     IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
         RETURN 'already_home';
     END IF;
-    INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
-    VALUES (sysid, db, current_database(), 'adopt_copy');
+    IF FOUND THEN
+        UPDATE oauth.refresh_home
+           SET system_identifier = sysid, database_oid = db, database_name = current_database(),
+               recorded_at = now(), recorded_by = current_user, how = 'adopt_copy';
+    ELSE
+        INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+        VALUES (sysid, db, current_database(), 'adopt_copy');
+    END IF;
     PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
         'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
                     'system_identifier', old.system_identifier::text,
