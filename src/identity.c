@@ -235,8 +235,19 @@ block_reason(TrafficBlock b)
 bool
 oauth_traffic_allowed(const char **reason)
 {
+	static TrafficBlock logged = TB_NONE;
 	TrafficBlock b = traffic_block();
 
+	/* the worker says once in the log when it stops or resumes sending */
+	if (MyBackendType == B_BG_WORKER && b != logged)
+	{
+		if (b == TB_NONE)
+			ereport(LOG, (errmsg("oauth_tokens: requests to providers resumed")));
+		else
+			ereport(LOG, (errmsg("oauth_tokens: no requests are sent to providers: %s",
+								 block_reason(b))));
+		logged = b;
+	}
 	if (b == TB_NONE)
 		return true;
 	if (reason)
