@@ -50,6 +50,7 @@
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 #include "store.h"
 #include "worker.h"
 
@@ -201,6 +202,8 @@ void
 job_publish(Job *job)
 {
 	job_notify(job);
+	if (job->call)
+		oauth_stats_call(job->provider, job->outcome, job->started, job->answered_at);
 
 	switch (job->outcome)
 	{

@@ -35,6 +35,7 @@
 #include "identity.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_FUNCTION_INFO_V1(oauth_provider_call);
 PG_FUNCTION_INFO_V1(oauth_claim_code);
@@ -136,6 +137,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	Datum		values[9];
 	bool		nulls[9] = {0};
 	bool		revoke;
+	TimestampTz started;
 	MemoryContext caller = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -173,6 +175,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	build_token_request(&conf, metadata, fields, nfields, false, &req);
 	for (int i = 0; i < nfields; i++)
 		explicit_bzero((char *) fields[i].value, strlen(fields[i].value));
+	started = GetCurrentTimestamp();
 	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
 	wipe_token_request(&req);
 	provider_conf_wipe(&conf);
@@ -200,6 +203,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
+	oauth_stats_call(provider, ans.klass, started, GetCurrentTimestamp());
 	http_free(call);
 
 	values[0] = CStringGetTextDatum(klass_name(ans.klass));

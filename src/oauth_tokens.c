@@ -29,6 +29,7 @@
 #include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -104,5 +105,6 @@ _PG_init(void)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		ereport(ERROR, (errmsg("could not initialize libcurl")));
 	oauth_shmem_request();
+	oauth_stats_shmem_init();
 	oauth_register_worker();
 }

@@ -109,6 +109,47 @@ COMMENT ON FUNCTION oauth.adopt_copy() IS
 CREATE FUNCTION oauth.provider_traffic_status() RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_provider_traffic_status' LANGUAGE C STABLE;
 
+-- Operator counters by provider (src/stats.c): calls to the provider's
+-- endpoints since the start or oauth.stats_reset(), latency percentiles,
+-- and the provider's connections in each state.
+CREATE FUNCTION oauth._provider_counters(
+    OUT provider text, OUT attempts bigint, OUT successes bigint,
+    OUT failures_transient bigint, OUT failures_permanent bigint,
+    OUT latency_p50_ms double precision, OUT latency_p99_ms double precision,
+    OUT since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_provider_counters' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth.provider_stats()
+RETURNS TABLE (provider text, attempts bigint, successes bigint,
+               failures_transient bigint, failures_permanent bigint,
+               latency_p50_ms double precision, latency_p99_ms double precision,
+               connections_active bigint, connections_backing_off bigint,
+               connections_reauth_required bigint, connections_revoked bigint,
+               paused boolean, since timestamptz)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH k AS (SELECT * FROM oauth._provider_counters()),
+    c AS (SELECT c.provider,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NULL) AS active,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NULL
+                                    AND c.next_attempt_at > now()) AS backing_off,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NOT NULL) AS reauth,
+                 count(*) FILTER (WHERE c.revoked_at IS NOT NULL) AS revoked
+            FROM oauth.connections c GROUP BY c.provider)
+    SELECT coalesce(p.name, k.provider),
+           coalesce(k.attempts, 0), coalesce(k.successes, 0),
+           coalesce(k.failures_transient, 0), coalesce(k.failures_permanent, 0),
+           k.latency_p50_ms, k.latency_p99_ms,
+           coalesce(c.active, 0), coalesce(c.backing_off, 0),
+           coalesce(c.reauth, 0), coalesce(c.revoked, 0),
+           p.paused_at IS NOT NULL,
+           (SELECT max(since) FROM oauth._provider_counters())
+      FROM oauth.providers p
+      FULL JOIN k ON k.provider = p.name
+      LEFT JOIN c ON c.provider = p.name
+     ORDER BY 1
+$$;
+CREATE FUNCTION oauth.stats_reset() RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_stats_reset' LANGUAGE C VOLATILE;
+
 -- pg_dump keeps users' data: every row of these tables (and the events'
 -- identity sequence).  The presets (oauth.provider_presets) belong to the
 -- extension and are not dumped; CREATE EXTENSION writes them.
