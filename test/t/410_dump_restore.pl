@@ -129,6 +129,31 @@ is($p->grant_info('g2')->{current_refresh_token}, 'g2.1',
 is(copy_sql("SELECT oauth.refresh('ws1', '$due')"), 'refreshed',
 	'and refreshes again with the rotated one');
 
+# ---- oauth.provider_traffic = off stops everything at once ---------------------------
+$copy->safe_psql('postgres', "ALTER SYSTEM SET oauth.provider_traffic = off");
+$log_offset = -s $copy->logfile;
+$copy->reload;
+ok( $copy->poll_query_until('postgres',
+		"SELECT oauth.provider_traffic_status() LIKE 'provider traffic is turned off%'"),
+	'provider_traffic = off is seen by new sessions');
+copy_sql("UPDATE oauth.connections SET refresh_after = now() WHERE id = '$fresh'");
+$copy->wait_for_log(qr/no requests are sent to providers: provider traffic is turned off/, $log_offset);
+$requests = $p->stats->{total};
+$r = oauth_psql($copy, "SELECT oauth.refresh('ws1', '$fresh')");
+is($r->{sqlstate}, 'OA006', 'traffic off: refresh fails with OA006');
+like($r->{err}, qr/provider traffic is turned off.*HINT:.*oauth\.provider_traffic = on/s,
+	'traffic off: the error says so and how to turn it on');
+is(copy_sql("SELECT oauth.valid_token('ws1', '$fresh')"), 'at-fresh-1',
+	'traffic off: a still-valid token is served');
+is($p->stats->{total}, $requests, 'traffic off: nothing sent (the due connection waits)');
+$copy->safe_psql('postgres', "ALTER SYSTEM RESET oauth.provider_traffic");
+$copy->reload;
+ok($copy->poll_query_until('postgres', "SELECT oauth.provider_traffic_status() = 'on'"),
+	'traffic back on');
+ok( $copy->poll_query_until('postgres',
+		"SELECT refresh_after > now() FROM oauth.connections WHERE id = '$fresh'"),
+	'the worker refreshes the due connection again');
+
 # ---- another key file -------------------------------------------------------------
 my $other = oauth_node('otherkey', create_extension => 0);
 $ok = IPC::Run::run([ 'pg_restore', '-d', $other->connstr('postgres'), $dump ],
