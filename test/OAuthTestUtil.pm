@@ -67,7 +67,7 @@ runs.  Options:
   log_min_messages  'debug1' (default)
   ext_version       the extension version to create (default: the default_version)
   create_extension  0: create no extension (the worker then waits for one)
-  allows_streaming  1: init the cluster for streaming replication (standbys)
+  allows_streaming  1 or 'logical': init the cluster for replication (standbys, subscriptions)
   conf              more postgresql.conf lines, appended last
 
 =cut
@@ -110,7 +110,7 @@ sub oauth_node
 {
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init($opt{allows_streaming} ? (allows_streaming => 1) : ());
+	$node->init($opt{allows_streaming} ? (allows_streaming => $opt{allows_streaming}) : ());
 
 	my $conf = "shared_preload_libraries = 'oauth_tokens'\n"
 	  . "oauth.database = 'postgres'\n"
