@@ -677,7 +677,8 @@ oauth_open(bytea *ciphertext, const char *context)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("stored secret does not belong to this row"),
-				 errdetail("Its authentication tag does not match; the ciphertext was altered or copied from another row.")));
+				 errdetail("Its authentication tag does not match: the ciphertext was altered or copied from another row, or the key ring holds a different key under the id \"%s\".", keyid),
+				 errhint("After a restore or on a copy, oauth.key_file must be the key ring of the source server.")));
 
 	idlen = p[1];
 	keyb = bytea_from(key->enc, KEY_LEN);

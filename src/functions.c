@@ -32,6 +32,8 @@
 
 #include "crypto.h"
 #include "errors.h"
+#include "identity.h"
+#include "privileges.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "store.h"
@@ -70,6 +72,7 @@ require_service(void)
 	pid_t		pid;
 	Oid			dboid;
 
+	oauth_require_traffic();	/* standby, copy, subscriber, switched off */
 	if (!oauth_shmem_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
@@ -581,6 +584,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	char	  **providers = NULL;
 	WaitResult *results;
 	MemoryContext caller = CurrentMemoryContext;
+	OwnerSwitch owner;
 
 	REQUIRE_ARG(0, "max_connections");
 	max_conn = PG_GETARG_INT32(0);
@@ -591,6 +595,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	require_service();
 
+	oauth_become_owner(fcinfo, &owner);	/* the tables are the owner's */
 	SPI_connect();
 	{
 		Datum		arg = Int32GetDatum(max_conn);
@@ -623,6 +628,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
+	oauth_restore_user(&owner);
 
 	if (n == 0)
 		return (Datum) 0;

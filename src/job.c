@@ -46,9 +46,11 @@
 
 #include "crypto.h"
 #include "http.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 #include "store.h"
 #include "worker.h"
 
@@ -226,6 +228,8 @@ void
 job_publish(Job *job)
 {
 	job_notify(job);
+	if (job->call)
+		oauth_stats_call(job->provider, job->outcome, job->started, job->answered_at);
 	job->state = RJ_DONE;
 	queue_forget(job);
 
@@ -351,6 +355,17 @@ prepare_job(Job *job)
 	Jsonb	   *metadata;
 	TokenRequest req;
 	ArrayType  *scope_arr;
+	const char *blocked;
+
+	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
+	if (!oauth_traffic_allowed(&blocked))
+	{
+		job->finished = true;
+		job->outcome = RO_UNAVAILABLE;
+		job->message = pstrdup(blocked);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	prepare_plans();
 	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)

@@ -147,6 +147,7 @@ oauth_worker_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(oauth_database, NULL, 0);
+	SetConfigOption("application_name", "oauth_tokens worker", PGC_USERSET, PGC_S_SESSION);
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
