@@ -48,6 +48,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
 
@@ -217,7 +218,7 @@ load_ring(const char *path, struct stat *st)
 		if (colon == NULL || idlen < 1 || idlen > MAX_KEY_ID ||
 			strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != idlen ||
 			rawlen > (int) sizeof(raw) ||
-			(rawlen = pg_b64_decode(colon + 1, strlen(colon + 1), (char *) raw, sizeof(raw))) != KEY_LEN)
+			(rawlen = oauth_b64_decode(colon + 1, strlen(colon + 1), raw, sizeof(raw))) != KEY_LEN)
 		{
 			FreeFile(f);
 			explicit_bzero(line, sizeof(line));
