@@ -65,6 +65,7 @@ runs.  Options:
   http_timeout      value for oauth.http_timeout
   sweep_interval    '0' (default: the tests drive refreshes themselves)
   log_min_messages  'debug1' (default)
+  ext_version       the extension version to create (default: the default_version)
   conf              more postgresql.conf lines, appended last
 
 =cut
@@ -125,7 +126,10 @@ sub oauth_node
 	oauth_write_keys($node, [ [ 'k1', $key ] ]);
 
 	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION oauth_tokens CASCADE');
+	$node->safe_psql('postgres',
+		'CREATE EXTENSION oauth_tokens'
+		  . (defined $opt{ext_version} ? " VERSION '$opt{ext_version}'" : '')
+		  . ' CASCADE');
 	oauth_wait_worker($node);
 	return $node;
 }

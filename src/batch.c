@@ -1,0 +1,168 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  The worker's transactions.
+ *
+ * Rules:
+ *	- The worker does its SQL in batches: begin_work() opens one transaction
+ *	  (with SPI and a snapshot), end_work() commits it.  No batch is open
+ *	  while the worker waits on the network or the latch.
+ *	- Inside a batch, each job's statements run in their own subtransaction
+ *	  (run_isolated), so one bad row fails its job, never the others nor the
+ *	  worker.
+ *	- A row lock is waited for at most lock_timeout (200 ms): the worker
+ *	  must not stall, nor deadlock with a session that holds a connection's
+ *	  row lock and waits for that connection's refresh.
+ *	- Saved plans are kept for the worker's life (SPI_keepplan); results
+ *	  are copied out into the caller's memory context (exec_plan).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+#include "worker.h"
+
+static SPIPlanPtr plan_event = NULL;
+
+/* Prepare sql and keep the plan for the worker's life. */
+SPIPlanPtr
+prepare_saved(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+	if (p == NULL)
+		elog(ERROR, "oauth_tokens worker: could not prepare statement: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(p);
+	return p;
+}
+
+/*
+ * SPI_execute_plan returns in SPI's procedure context, which SPI_finish
+ * frees at the end of the batch; come back to the caller's context, so that
+ * what a job keeps (names, decrypted secrets, messages) lives in job->cxt
+ * until job_publish().
+ */
+int
+exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls, bool read_only,
+		  long count)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+
+	MemoryContextSwitchTo(cxt);
+	return rc;
+}
+
+/*
+ * Open a transaction with SPI and a snapshot for a batch of the worker's
+ * work, and say what it does in pg_stat_activity (never a token).
+ */
+void
+begin_work(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* never wait long on a row lock: the whole loop would wait with us */
+	SPI_execute("SET LOCAL lock_timeout = '200ms'", false, 0);
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit what begin_work opened. */
+void
+end_work(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Record an event (never a secret in detail_json).  Inside a batch. */
+void
+add_event(const char *workspace, const pg_uuid_t *id, const char *provider,
+		  const char *event, const char *detail_json)
+{
+	Datum		v[5];
+	char		n[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan_event == NULL)
+		plan_event = prepare_saved(
+			"INSERT INTO oauth.events (workspace_id, connection_id, provider, event, detail) "
+			"VALUES ($1, $2, $3, $4, $5)",
+			5, (Oid[]) {TEXTOID, UUIDOID, TEXTOID, TEXTOID, JSONBOID});
+	v[0] = workspace ? CStringGetTextDatum(workspace) : (Datum) 0;
+	if (!workspace)
+		n[0] = 'n';
+	v[1] = UUIDPGetDatum((pg_uuid_t *) id);
+	v[2] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
+	if (!provider)
+		n[2] = 'n';
+	v[3] = CStringGetTextDatum(event);
+	v[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(detail_json));
+	if (exec_plan(plan_event, v, n, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record event");
+}
+
+/* s as a JSON string literal (NULL as ""), for event details. */
+char *
+json_str(const char *s)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	escape_json(&b, s ? s : "");
+	return b.data;
+}
+
+/*
+ * Run fn(job) in its own subtransaction.  An error becomes *failed, its
+ * message (in job->cxt) and its SQLSTATE; the batch goes on.
+ */
+void
+run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	*failed = false;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(job);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		*failed = true;
+		*errmsg_out = MemoryContextStrdup(job->cxt, edata->message);
+		if (sqlstate)
+			*sqlstate = edata->sqlerrcode;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,111 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  What the refresh worker's files share: the Job, and each file's entry
+ *	  points.
+ *
+ *	  worker.c  the loop: signals, latch, WaitEventSet, start-up, cleanup
+ *	  queue.c   the local queue: draining the shared ring, sweeps, fair
+ *	            order, the global and per-provider limits, starting jobs
+ *	  job.c     a job's steps and their SQL: prepare, finish (store the
+ *	            answer), kept answers, publishing outcomes to waiters
+ *	  batch.c   the worker's transactions: a batch of jobs in one
+ *	            transaction, each job in its own subtransaction; events
+ *
+ *	  Everything here lives in the worker process only; a Job is never
+ *	  seen by another process.  Its shared counterpart is the RefreshEntry
+ *	  of shmem.h, which only job_notify() and queue_drain_ring() write from
+ *	  the worker's side.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef OAUTH_WORKER_H
+#define OAUTH_WORKER_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "lib/ilist.h"
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "http.h"
+#include "provider.h"
+#include "shmem.h"
+
+/*
+ * One refresh of one connection, from the moment the worker takes its
+ * request off the ring until its outcome is published.  Everything a job
+ * allocates lives in job->cxt, deleted by job_publish().
+ */
+typedef struct Job
+{
+	dlist_node	node;			/* in queue, running or the kept answers */
+	pg_uuid_t	id;
+	char	   *idstr;
+	uint64		gen;
+	int64		seen_version;
+	uint32		flags;
+	int64		rank;			/* sweep jobs: place in the fair order (queue_order) */
+	MemoryContext cxt;
+	char	   *provider;		/* known after the first prepare */
+	int			provider_limit; /* 0: none */
+	char	   *workspace_id;
+	bool		client_credentials; /* renewed with the client's credentials */
+	ProviderConf conf;
+	HttpCall   *call;
+	TimestampTz started;
+	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
+	bool		notified;		/* its outcome was already given to waiters */
+	TimestampTz answered_at;	/* when the provider's answer arrived */
+	TimestampTz next_attempt;	/* after a transient failure, as stored */
+	/* outcome */
+	bool		finished;
+	TokenAnswer ans;
+	RefreshOutcome outcome;
+	char	   *message;
+} Job;
+
+/* worker.c */
+extern MemoryContext jobs_cxt;
+
+/* queue.c */
+extern int	n_queued;
+extern int	n_running;
+extern bool sweep_again;
+extern void queue_drain_ring(void);
+extern void queue_sweep(void);
+extern void queue_order(void);
+extern void queue_start_jobs(void);
+extern void queue_left_running(Job *job);
+extern int	queue_provider_running(const char *provider);
+
+/* job.c */
+extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
+extern void job_prepare(Job *job);
+extern void job_notify(Job *job);
+extern void job_publish(Job *job);
+extern void jobs_conclude(List *done);
+extern void jobs_finish(List *done);
+extern void jobs_collect_finished(void);
+extern void jobs_retry_writes(void);
+extern bool jobs_write_pending_for(const pg_uuid_t *id);
+extern bool jobs_writes_pending(void);
+
+/* batch.c */
+typedef void (*JobFn) (Job *job);
+
+extern void begin_work(const char *activity);
+extern void end_work(void);
+extern SPIPlanPtr prepare_saved(const char *sql, int nargs, Oid *types);
+extern int	exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
+					  bool read_only, long count);
+extern void run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out,
+						 int *sqlstate);
+extern void add_event(const char *workspace, const pg_uuid_t *id,
+					  const char *provider, const char *event,
+					  const char *detail_json);
+extern char *json_str(const char *s);
+
+#endif
