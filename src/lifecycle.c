@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
 #include "http.h"
