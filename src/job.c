@@ -360,7 +360,7 @@ prepare_job(Job *job)
 	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
 	if (!oauth_traffic_allowed(&blocked))
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_UNAVAILABLE;
 		job->message = pstrdup(blocked);
 		MemoryContextSwitchTo(old);
@@ -464,7 +464,7 @@ prepare_job(Job *job)
 		if (isnull && oauth_access_still_valid(&job->id))
 		{
 			/* nothing to refresh with, but the token is not dead yet */
-			job->finished = true;
+			job->state = RJ_DONE;
 			job->outcome = RO_NOT_NEEDED;
 			job->message = pstrdup("no refresh token; the access token is used until it expires");
 			MemoryContextSwitchTo(old);
