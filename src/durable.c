@@ -426,6 +426,7 @@ answers_release_waiters(void)
 
 		job->released = true;
 		job_notify(job);
+		job->state = RJ_SENDING;	/* its entry is DONE; the call goes on */
 	}
 	list_free(late);
 }
