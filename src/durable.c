@@ -43,12 +43,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -66,6 +68,31 @@
 
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_forget = NULL;
+
+/*
+ * Does the database have this version's schema (oauth.pending_answers)?  A
+ * 1.0 schema, between the restart with the new library and ALTER EXTENSION
+ * UPDATE, is served as 1.0 served it: answers are kept in memory only.
+ */
+bool		answers_durable_schema = false;
+
+/*
+ * Look at the schema again; true when it has just become this version's.
+ * Its own transaction; outside any batch.
+ */
+bool
+answers_check_schema(void)
+{
+	Oid			nsp;
+	bool		was = answers_durable_schema;
+
+	StartTransactionCommand();
+	nsp = get_namespace_oid("oauth", true);
+	answers_durable_schema = OidIsValid(nsp) &&
+		OidIsValid(get_relname_relid("pending_answers", nsp));
+	CommitTransactionCommand();
+	return answers_durable_schema && !was;
+}
 
 static void
 prepare_answer_plans(void)
@@ -225,7 +252,7 @@ answers_record(List *jobs)
 		if (job->ans.klass == RO_REFRESHED && job->pending_id == 0)
 			any = true;
 	}
-	if (!any)
+	if (!any || !answers_durable_schema)
 		return;
 	begin_work("oauth_tokens: recording answers");
 	prepare_answer_plans();
@@ -296,6 +323,8 @@ answers_replay(void)
 	int			bad = 0;
 	MemoryContext caller = CurrentMemoryContext;
 
+	if (!answers_durable_schema)
+		return;
 	begin_work("oauth_tokens: replaying recorded answers");
 	prepare_answer_plans();
 	if (SPI_execute("SELECT pa.id, pa.connection_id, pa.generation, pa.seen_version, "
@@ -351,6 +380,134 @@ answers_replay(void)
 				(errmsg("oauth_tokens worker: %d recorded answers to apply, %d unreadable for now", n, bad)));
 }
 
+/* ---- answers kept until stored -------------------------------------------- */
+
+/* answers to store again: their row was locked, or their write failed */
+static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);
+
+/*
+ * jobs_finish() could not apply job's answer: keep it (it is recorded in
+ * oauth.pending_answers too) and apply it again later.  Its waiters hear at
+ * once; the job stays ANSWERED.  Inside the batch that failed.
+ */
+void
+answers_keep(Job *job, bool locked, const char *err)
+{
+	if (!locked && job->store_failures == 0)
+		ereport(WARNING,
+				(errmsg("oauth_tokens: could not store a new token yet, keeping it: %s", err)));
+	job->store_failures++;
+	if (!job->write_pending)
+	{
+		job->outcome = RO_TRANSIENT;
+		job->message = locked ?
+			MemoryContextStrdup(job->cxt, "the connection's row is locked by another transaction; "
+								"the new token is stored once it is released") :
+			MemoryContextStrdup(job->cxt, psprintf("the new token could not be stored yet (%s); "
+												   "it is kept and stored later", err));
+		job->write_pending = true;
+		job_notify(job);
+		queue_forget(job);
+	}
+	/* a lock goes soon; other errors are tried again less often */
+	job->next_store = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), locked ? 200 :
+												  Min(60000, 200 << Min(job->store_failures, 9)));
+	dlist_push_tail(&pending_writes, &job->node);
+}
+
+/*
+ * Keep a job whose answer must still be applied (replayed from
+ * oauth.pending_answers at start-up): it is stored by jobs_retry_writes.
+ */
+void
+jobs_keep(Job *job)
+{
+	job->write_pending = true;
+	job->state = RJ_ANSWERED;	/* no entry: nobody waits for a replayed answer */
+	job->notified = true;
+	job->next_store = 0;
+	dlist_push_tail(&pending_writes, &job->node);
+}
+
+/* Try again to store kept answers whose time has come. */
+void
+jobs_retry_writes(void)
+{
+	List	   *again = NIL;
+	dlist_mutable_iter it;
+	TimestampTz now = GetCurrentTimestamp();
+
+	dlist_foreach_modify(it, &pending_writes)
+	{
+		Job		   *job = dlist_container(Job, node, it.cur);
+
+		if (job->next_store > now)
+			continue;
+		dlist_delete(&job->node);
+		again = lappend(again, job);
+	}
+	jobs_finish(again);
+	list_free(again);
+}
+
+/* Milliseconds until the next kept answer is due to be stored; -1: none. */
+long
+answers_next_wait_ms(void)
+{
+	dlist_iter	it;
+	TimestampTz now = GetCurrentTimestamp();
+	long		best = -1;
+
+	dlist_foreach(it, &pending_writes)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+		long		ms = j->next_store <= now ? 0 : (long) ((j->next_store - now) / 1000) + 1;
+
+		if (best < 0 || ms < best)
+			best = ms;
+	}
+	return best;
+}
+
+/*
+ * Must a new refresh of this connection wait?  Yes while an answer for it
+ * is kept (not stored yet), and while a call for it still awaits the
+ * provider's answer (its callers were told after oauth.http_timeout): a
+ * second request would send the same refresh token again.
+ */
+bool
+jobs_write_pending_for(const pg_uuid_t *id)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &pending_writes)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+
+		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	}
+	return queue_is_running(id);
+}
+
+/* Is any answer kept, waiting for its row? */
+bool
+jobs_writes_pending(void)
+{
+	return !dlist_is_empty(&pending_writes);
+}
+
+/* How many answers are kept, waiting for their rows. */
+int
+jobs_kept(void)
+{
+	dlist_iter	it;
+	int			n = 0;
+
+	dlist_foreach(it, &pending_writes)
+		n++;
+	return n;
+}
 /* ---- answers that never came ---------------------------------------------- */
 
 /*

@@ -20,16 +20,19 @@
  *	- A job belongs to the worker alone.  Its shared entry (shmem.h) is
  *	  written from here only by job_notify(), under oauth_shared->lock, and
  *	  only while the entry still has the job's generation.
- *	- An answer with tokens that meets a locked row is kept in the list of
- *	  kept answers (pending_writes) and stored again every 200 ms; its
- *	  waiters hear "transient" at once, and no new refresh of that
- *	  connection starts meanwhile (jobs_write_pending_for).
+ *	- An answer with tokens is recorded in oauth.pending_answers before
+ *	  step 3 applies it (durable.c, answers_record); whatever stops the
+ *	  apply (a locked row, any error) keeps it (answers_keep) and it is
+ *	  stored again later; its waiters hear "transient" at once, and no new
+ *	  refresh of that connection starts meanwhile (jobs_write_pending_for).
  *	- finish_job() is the one place where a provider's answer is applied to
- *	  the connection.
+ *	  the connection; it deletes the answer's record in the same
+ *	  subtransaction.
  *
- * The window between a provider's answer and the commit in step 3 is as
- * short as one UPDATE and a commit; a crash inside it loses a rotated
- * refresh token, and no client of a token endpoint can close it.
+ * The window that remains lies between a provider's answer and the commit
+ * of its record: one INSERT and a commit (durable.c); a crash inside it
+ * loses a rotated refresh token, and no client of a token endpoint can
+ * close it.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,8 +57,6 @@
 #include "store.h"
 #include "worker.h"
 
-/* answers to store again: their row was locked */
-static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);
 
 static SPIPlanPtr plan_read = NULL;
 static SPIPlanPtr plan_success = NULL;
@@ -65,13 +66,31 @@ static SPIPlanPtr plan_pause = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
 
+/*
+ * Forget the prepared statements: the schema changed under the worker
+ * (ALTER EXTENSION UPDATE); prepare_plans() makes them again.
+ */
+void
+job_plans_reset(void)
+{
+	SPIPlanPtr *plans[] = {&plan_read, &plan_success, &plan_transient, &plan_reauth,
+	&plan_pause, &plan_hold_off, &plan_rejected};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}
+
 /* Prepare the statements of a job's steps, once for the worker's life. */
 static void
 prepare_plans(void)
 {
 	if (plan_rejected)
 		return;
-	plan_read = prepare_saved(
+	plan_read = prepare_saved(psprintf(
 		"SELECT c.workspace_id, c.provider, c.version, c.grant_type, "
 		"       c.refresh_token_ciphertext, c.scope, c.metadata, "
 		"       c.revoked_at IS NOT NULL, c.reauth_required_at IS NOT NULL, c.last_refresh_error, "
@@ -79,9 +98,13 @@ prepare_plans(void)
 		"       p.body_format, p.extra_params, p.extra_headers, p.reauth_errors, "
 		"       p.scope_separator, p.scope_on_refresh, p.max_concurrency, "
 		"       p.paused_at IS NOT NULL, p.pause_reason, p.allowed_hosts, "
-		"       CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8) "
+		"       %s "
 		"  FROM oauth.connections c JOIN oauth.providers p ON p.name OPERATOR(pg_catalog.=) c.provider "
 		" WHERE c.id OPERATOR(pg_catalog.=) $1",
+		/* a 1.0 schema (before ALTER EXTENSION UPDATE) has no rotation_grace */
+		answers_durable_schema ?
+		"CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8)" :
+		"NULL::pg_catalog.int8"),
 		1, (Oid[]) {UUIDOID});
 	plan_success = prepare_saved(
 		"UPDATE oauth.connections c SET "
@@ -755,7 +778,6 @@ void
 jobs_finish(List *done)
 {
 	ListCell   *lc;
-	TimestampTz now;
 
 	if (done == NIL)
 		return;
@@ -777,29 +799,7 @@ jobs_finish(List *done)
 			 * the key file, a constraint or trigger), the answer is kept:
 			 * in oauth.pending_answers and here, and applied again later.
 			 */
-			bool		locked = (sqlstate == ERRCODE_LOCK_NOT_AVAILABLE);
-
-			if (!locked && job->store_failures == 0)
-				ereport(WARNING,
-						(errmsg("oauth_tokens: could not store a new token yet, keeping it: %s", err)));
-			job->store_failures++;
-			if (!job->write_pending)
-			{
-				/* waiters hear at once; the job stays ANSWERED, kept */
-				job->outcome = RO_TRANSIENT;
-				job->message = locked ?
-					pstrdup("the connection's row is locked by another transaction; "
-							"the new token is stored once it is released") :
-					psprintf("the new token could not be stored yet (%s); it is kept and stored later", err);
-				job->write_pending = true;
-				job_notify(job);
-				queue_forget(job);
-			}
-			/* a lock goes soon; other errors are retried less often */
-			now = GetCurrentTimestamp();
-			job->next_store = TimestampTzPlusMilliseconds(now, locked ? 200 :
-														  Min(60000, 200 << Min(job->store_failures, 9)));
-			dlist_push_tail(&pending_writes, &job->node);
+			answers_keep(job, sqlstate == ERRCODE_LOCK_NOT_AVAILABLE, err);
 			continue;
 		}
 		if (failed)
@@ -819,81 +819,6 @@ jobs_finish(List *done)
 		if (!job->write_pending)
 			job_publish(job);
 	}
-}
-
-/*
- * Keep a job whose answer must still be applied (replayed from
- * oauth.pending_answers at start-up): it is stored by jobs_retry_writes.
- */
-void
-jobs_keep(Job *job)
-{
-	job->write_pending = true;
-	job->state = RJ_ANSWERED;	/* no entry: nobody waits for a replayed answer */
-	job->notified = true;
-	job->next_store = 0;
-	dlist_push_tail(&pending_writes, &job->node);
-}
-
-/* Try again to store kept answers whose time has come. */
-void
-jobs_retry_writes(void)
-{
-	List	   *again = NIL;
-	dlist_mutable_iter it;
-	TimestampTz now = GetCurrentTimestamp();
-
-	dlist_foreach_modify(it, &pending_writes)
-	{
-		Job		   *job = dlist_container(Job, node, it.cur);
-
-		if (job->next_store > now)
-			continue;
-		dlist_delete(&job->node);
-		again = lappend(again, job);
-	}
-	jobs_finish(again);
-	list_free(again);
-}
-
-/* Milliseconds until the next kept answer is due to be stored; -1: none. */
-long
-answers_next_wait_ms(void)
-{
-	dlist_iter	it;
-	TimestampTz now = GetCurrentTimestamp();
-	long		best = -1;
-
-	dlist_foreach(it, &pending_writes)
-	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-		long		ms = j->next_store <= now ? 0 : (long) ((j->next_store - now) / 1000) + 1;
-
-		if (best < 0 || ms < best)
-			best = ms;
-	}
-	return best;
-}
-
-/*
- * Must a new refresh of this connection wait?  Yes while an answer for it
- * is kept (not stored yet), and while a call for it still awaits the
- * provider's answer (its callers were told after oauth.http_timeout): a
- * second request would send the same refresh token again.
- */
-bool
-jobs_write_pending_for(const pg_uuid_t *id)
-{
-	dlist_iter	it;
-
-	dlist_foreach(it, &pending_writes)
-	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-
-		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
-			return true;
-	}
-	return queue_is_running(id);
 }
 
 /*
@@ -987,23 +912,4 @@ jobs_collect_finished(void)
 	}
 	jobs_finish(done);
 	list_free(done);
-}
-
-/* Is any answer kept, waiting for its row? */
-bool
-jobs_writes_pending(void)
-{
-	return !dlist_is_empty(&pending_writes);
-}
-
-/* How many answers are kept, waiting for their rows. */
-int
-jobs_kept(void)
-{
-	dlist_iter	it;
-	int			n = 0;
-
-	dlist_foreach(it, &pending_writes)
-		n++;
-	return n;
 }

@@ -51,6 +51,7 @@
 MemoryContext jobs_cxt = NULL;
 static TimestampTz next_sweep = 0;
 static TimestampTz next_prune = 0;
+static TimestampTz next_schema_check = 0;
 
 /* Register the worker; called from _PG_init while preloading. */
 void
@@ -230,6 +231,7 @@ oauth_worker_main(Datum arg)
 				continue;
 			}
 			/* answers a previous run received but did not apply come first */
+			(void) answers_check_schema();
 			answers_replay();
 			LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 			oauth_shared->worker_ready = true;
@@ -251,6 +253,16 @@ oauth_worker_main(Datum arg)
 			/* more to prune: the next batch in the next round */
 			next_prune = prune_events() ? now :
 				TimestampTzPlusMilliseconds(now, 600 * 1000);
+		}
+		if (!answers_durable_schema && now >= next_schema_check)
+		{
+			/* a 1.0 schema: notice ALTER EXTENSION UPDATE within a second */
+			next_schema_check = TimestampTzPlusMilliseconds(now, 1000);
+			if (answers_check_schema())
+			{
+				job_plans_reset();
+				answers_replay();
+			}
 		}
 		jobs_retry_writes();
 		answers_release_waiters();

@@ -116,14 +116,18 @@ extern void job_publish(Job *job);
 extern void jobs_conclude(List *done);
 extern void jobs_finish(List *done);
 extern void jobs_collect_finished(void);
+extern void job_record_transient(Job *job, const char *message);
+extern void job_plans_reset(void);
+
+/* durable.c */
+extern bool answers_durable_schema;
+extern bool answers_check_schema(void);
+extern void answers_keep(Job *job, bool locked, const char *err);
+extern void jobs_keep(Job *job);
 extern void jobs_retry_writes(void);
 extern bool jobs_write_pending_for(const pg_uuid_t *id);
 extern bool jobs_writes_pending(void);
 extern int	jobs_kept(void);
-extern void jobs_keep(Job *job);
-extern void job_record_transient(Job *job, const char *message);
-
-/* durable.c */
 extern void answers_record(List *jobs);
 extern void answers_forget(Job *job);
 extern void answers_replay(void);
