@@ -24,6 +24,7 @@ cleanup() {
     set +e
     [ -f "$TMP/provider.pid" ] && kill "$(cat "$TMP/provider.pid")" 2>/dev/null
     "${RUN[@]}" $PG_BIN/pg_ctl -D "$TMP/data" -m immediate -w stop >/dev/null 2>&1
+    [ -n "${WINDOW_DEBUG:-}" ] && { tail -30 "$TMP/server.log"; tail -5 "$TMP/provider.log"; q "SELECT pid, state, wait_event, left(query, 60) FROM pg_stat_activity"; } >&2
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -42,7 +43,7 @@ EOF
 "${RUN[@]}" $PG_BIN/pg_ctl -D "$TMP/data" -l "$TMP/server.log" -w start >/dev/null
 cp test/provider.py "$TMP/"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$TMP/provider.py"
-"${RUN[@]}" python3 "$TMP/provider.py" --port 0 --port-file "$TMP/provider.port" >/dev/null 2>&1 &
+"${RUN[@]}" python3 "$TMP/provider.py" --port 0 --port-file "$TMP/provider.port" --log "$TMP/provider.log" >/dev/null 2>&1 &
 echo $! > "$TMP/provider.pid"
 for _ in $(seq 100); do [ -s "$TMP/provider.port" ] && break; sleep 0.1; done
 PURL=http://127.0.0.1:$(cat "$TMP/provider.port")
@@ -53,12 +54,14 @@ q "SELECT oauth.register_provider('w', '$PURL/token', 'cid', 'secret')" >/dev/nu
 q "CREATE TABLE ids AS SELECT g, oauth.create_connection('ws', 'w', 'a' || g, 'at', 'g' || g || '.0',
                                                            now() + interval '1 hour') AS id
      FROM generate_series(1, $CLIENTS) g" >/dev/null
+pids=()
 for c in $(seq "$CLIENTS"); do
     ( for _ in $(seq $((N / CLIENTS))); do
           q "SELECT oauth.refresh('ws', id) FROM ids WHERE g = $c" >/dev/null
       done ) &
+    pids+=($!)
 done
-wait
+wait "${pids[@]}"      # not the provider
 q "SELECT format('durable window (answer received -> record committed), %s refreshes, fsync %s, synchronous_commit %s: p50 %s us, p99 %s us, max %s us',
                  count(*), current_setting('fsync'), current_setting('synchronous_commit'),
                  percentile_disc(0.5) WITHIN GROUP (ORDER BY v), percentile_disc(0.99) WITHIN GROUP (ORDER BY v), max(v))
