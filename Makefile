@@ -4,8 +4,16 @@
 MODULE_big = oauth_tokens
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 EXTENSION = oauth_tokens
-DATA_built = oauth_tokens--1.0.sql
+# Versions: oauth_tokens--1.0.sql is the released 1.0, frozen (never edit
+# it).  The current version's install script is built from src/sql/*.sql;
+# every change to src/sql also goes into the upgrade script from the previous
+# version (test/t/400_upgrade.pl checks that both give the same objects).
+EXT_VERSION = 1.1
+DATA_built = oauth_tokens--$(EXT_VERSION).sql
+DATA = oauth_tokens--1.0.sql oauth_tokens--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src
+# the version the library reports (PG_MODULE_MAGIC_EXT, src/compat.h)
+PG_CPPFLAGS += -DOAUTH_TOKENS_VERSION=\"$(EXT_VERSION)\"
 SHLIB_LINK = -lcurl
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
@@ -15,7 +23,7 @@ TAP_TESTS = 1
 PROVE_FLAGS = -I $(srcdir)/test --timer
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 EXTRA_CLEAN = tmp_check tmp_check_regress results regression.diffs regression.out \
-	oauth_tokens--1.0.sql
+	oauth_tokens--$(EXT_VERSION).sql
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -28,16 +36,26 @@ endif
 
 # PGXS tracks no header dependencies; every object depends on every header.
 $(OBJS): $(wildcard src/*.h)
+src/oauth_tokens.o: Makefile
 
-oauth_tokens--1.0.sql: $(sort $(wildcard src/sql/*.sql))
+oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test demo bench setup
+.PHONY: test test-all demo bench setup
 setup:
 	bash scripts/setup.sh
 
+# `make test PG=17` runs the suite against another PostgreSQL major in a Debian
+# root filesystem that has it; `make test-all` runs 15 (natively), 17 and 18.
 test:
+ifeq ($(PG),)
 	bash scripts/test.sh
+else
+	bash scripts/matrix.sh $(PG)
+endif
+
+test-all:
+	bash scripts/matrix.sh all
 
 demo:
 	bash scripts/demo.sh

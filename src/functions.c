@@ -30,8 +30,11 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
+#include "identity.h"
+#include "privileges.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "store.h"
@@ -70,6 +73,7 @@ require_service(void)
 	pid_t		pid;
 	Oid			dboid;
 
+	oauth_require_traffic();	/* standby, copy, subscriber, switched off */
 	if (!oauth_shmem_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
@@ -163,7 +167,7 @@ wait_for_entry(const pg_uuid_t *id, uint64 gen, WaitResult *result)
 		if (done)
 			break;
 		/* re-check now and then in case the worker vanished */
-		ConditionVariableTimedSleep(cv, 1000, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(cv, 1000, oauth_wait_event(OAUTH_WAIT_REFRESH));
 	}
 	ConditionVariableCancelSleep();
 }
@@ -221,7 +225,7 @@ post_and_wait(const pg_uuid_t *ids, const int64 *versions, int n, uint32 flags,
 				/* we hold nothing: wait for the worker to free entries */
 				ConditionVariablePrepareToSleep(&oauth_shared->space_cv);
 				ConditionVariableTimedSleep(&oauth_shared->space_cv, 1000,
-											PG_WAIT_EXTENSION);
+											oauth_wait_event(OAUTH_WAIT_REQUEST_SLOT));
 				ConditionVariableCancelSleep();
 			}
 		}
@@ -581,6 +585,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	char	  **providers = NULL;
 	WaitResult *results;
 	MemoryContext caller = CurrentMemoryContext;
+	OwnerSwitch owner;
 
 	REQUIRE_ARG(0, "max_connections");
 	max_conn = PG_GETARG_INT32(0);
@@ -591,6 +596,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	require_service();
 
+	oauth_become_owner(fcinfo, &owner);	/* the tables are the owner's */
 	SPI_connect();
 	{
 		Datum		arg = Int32GetDatum(max_conn);
@@ -623,6 +629,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
+	oauth_restore_user(&owner);
 
 	if (n == 0)
 		return (Datum) 0;

@@ -49,9 +49,11 @@
 
 #include "crypto.h"
 #include "http.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 #include "store.h"
 #include "worker.h"
 
@@ -167,6 +169,8 @@ void
 job_publish(Job *job)
 {
 	job_notify(job);
+	if (job->call)
+		oauth_stats_call(job->provider, job->outcome, job->started, job->answered_at);
 	job->state = RJ_DONE;
 	queue_forget(job);
 
@@ -286,6 +290,17 @@ prepare_job(Job *job)
 	Jsonb	   *metadata;
 	TokenRequest req;
 	ArrayType  *scope_arr;
+	const char *blocked;
+
+	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
+	if (!oauth_traffic_allowed(&blocked))
+	{
+		job->state = RJ_DONE;
+		job->outcome = RO_UNAVAILABLE;
+		job->message = pstrdup(blocked);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	prepare_plans();
 	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
@@ -356,6 +371,15 @@ prepare_job(Job *job)
 	{
 		Datum		rt = spi_column(t, d, "refresh_token_ciphertext", &isnull);
 
+		if (isnull && oauth_access_still_valid(&job->id))
+		{
+			/* nothing to refresh with, but the token is not dead yet */
+			job->state = RJ_DONE;
+			job->outcome = RO_NOT_NEEDED;
+			job->message = pstrdup("no refresh token; the access token is used until it expires");
+			MemoryContextSwitchTo(old);
+			return;
+		}
 		if (isnull)
 		{
 			job->state = RJ_ANSWERED;

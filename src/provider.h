@@ -12,6 +12,7 @@
 #include "nodes/pg_list.h"
 #include "http.h"
 #include "shmem.h"
+#include "urls.h"
 #include "utils/jsonb.h"
 
 /* A provider's configuration as the worker read it (secrets decrypted). */
@@ -92,9 +93,6 @@ extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
 								bool with_extra_params, TokenRequest *req);
 extern void wipe_token_request(TokenRequest *req);
 extern void classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
-extern char *substitute_placeholders(const char *provider, const char *url,
-									 Jsonb *metadata, List *allowed_hosts);
-extern bool url_host_templated(const char *url);
 extern void provider_conf_wipe(ProviderConf *conf);
 extern void provider_conf_read(HeapTuple t, TupleDesc d, ProviderConf *conf);
 extern void provider_conf_open_secret(ProviderConf *conf);

@@ -42,6 +42,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "worker.h"
@@ -374,6 +375,11 @@ queue_sweep(void)
 	if (room <= 0)
 		return;
 	begin_work("oauth_tokens: sweeping for due connections");
+	if (!oauth_traffic_allowed(NULL))
+	{
+		end_work();				/* nothing is sent from here (identity.c) */
+		return;
+	}
 	if (plan_due == NULL)
 		plan_due = prepare_saved(
 			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) "

@@ -65,6 +65,9 @@ runs.  Options:
   http_timeout      value for oauth.http_timeout
   sweep_interval    '0' (default: the tests drive refreshes themselves)
   log_min_messages  'debug1' (default)
+  ext_version       the extension version to create (default: the default_version)
+  create_extension  0: create no extension (the worker then waits for one)
+  allows_streaming  1 or 'logical': init the cluster for replication (standbys, subscriptions)
   conf              more postgresql.conf lines, appended last
 
 =cut
@@ -107,7 +110,7 @@ sub oauth_node
 {
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init($opt{allows_streaming} ? (allows_streaming => $opt{allows_streaming}) : ());
 
 	my $conf = "shared_preload_libraries = 'oauth_tokens'\n"
 	  . "oauth.database = 'postgres'\n"
@@ -125,7 +128,11 @@ sub oauth_node
 	oauth_write_keys($node, [ [ 'k1', $key ] ]);
 
 	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION oauth_tokens CASCADE');
+	$node->safe_psql('postgres',
+		'CREATE EXTENSION oauth_tokens'
+		  . (defined $opt{ext_version} ? " VERSION '$opt{ext_version}'" : '')
+		  . ' CASCADE')
+	  if $opt{create_extension} // 1;
 	oauth_wait_worker($node);
 	return $node;
 }
