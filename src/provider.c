@@ -481,6 +481,12 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 		{
 			FormField  *f = lfirst(lc);
 
+			/* a stored CR or LF would start a header of its own */
+			if (strpbrk(f->name, "\r\n:") != NULL || strpbrk(f->value, "\r\n") != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("extra_headers of provider \"%s\" hold a line break", conf->name),
+						 errhint("Register the provider again with oauth.register_provider().")));
 			hdrs = lappend(hdrs, psprintf("%s: %s", f->name, f->value));
 		}
 	}
