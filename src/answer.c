@@ -37,6 +37,7 @@
 #include "utils/builtins.h"
 
 #include "answer.h"
+#include "compat.h"
 
 typedef struct CollectState
 {
@@ -47,7 +48,7 @@ typedef struct CollectState
 	bool		top_is_object;
 } CollectState;
 
-static void
+static OAuthJsonCbResult
 cs_object_start(void *state)
 {
 	CollectState *cs = state;
@@ -57,9 +58,10 @@ cs_object_start(void *state)
 	else if (cs->depth == 1)
 		cs->parent = cs->fname ? pstrdup(cs->fname) : NULL;
 	cs->depth++;
+	return OAUTH_JSON_OK;
 }
 
-static void
+static OAuthJsonCbResult
 cs_object_end(void *state)
 {
 	CollectState *cs = state;
@@ -67,24 +69,26 @@ cs_object_end(void *state)
 	cs->depth--;
 	if (cs->depth == 1)
 		cs->parent = NULL;
+	return OAUTH_JSON_OK;
 }
 
-static void
+static OAuthJsonCbResult
 cs_field_start(void *state, char *fname, bool isnull)
 {
 	CollectState *cs = state;
 
 	cs->fname = fname;
+	return OAUTH_JSON_OK;
 }
 
-static void
+static OAuthJsonCbResult
 cs_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	CollectState *cs = state;
 	Field	   *f;
 
 	if (cs->fname == NULL || tokentype == JSON_TOKEN_NULL)
-		return;
+		return OAUTH_JSON_OK;
 	if (cs->depth == 1)
 	{
 		f = palloc(sizeof(Field));
@@ -96,11 +100,12 @@ cs_scalar(void *state, char *token, JsonTokenType tokentype)
 		f->name = psprintf("%s.%s", cs->parent, cs->fname);
 	}
 	else
-		return;
+		return OAUTH_JSON_OK;
 	f->value = pstrdup(token);
 	f->len = strlen(token);
 	f->is_string = (tokentype == JSON_TOKEN_STRING);
 	cs->fields = lappend(cs->fields, f);
+	return OAUTH_JSON_OK;
 }
 
 
@@ -180,14 +185,17 @@ parse_json_fields(const char *body, int len, List **fields)
 	JsonLexContext *lex;
 	JsonSemAction sem = {0};
 	CollectState cs = {0};
+	bool		ok;
 
-	lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, true);
+	lex = oauth_json_lexer(body, len);
 	sem.semstate = &cs;
 	sem.object_start = cs_object_start;
 	sem.object_end = cs_object_end;
 	sem.object_field_start = cs_field_start;
 	sem.scalar = cs_scalar;
-	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || !cs.top_is_object)
+	ok = (pg_parse_json(lex, &sem) == JSON_SUCCESS && cs.top_is_object);
+	oauth_json_lexer_free(lex);
+	if (!ok)
 		return false;
 	*fields = cs.fields;
 	return true;

@@ -49,6 +49,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
 
@@ -316,7 +317,7 @@ parse_key_line(char *p, OAuthKey *key)
 	ok = colon != NULL && idlen >= 1 && idlen <= MAX_KEY_ID &&
 		strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == idlen &&
 		rawlen <= (int) sizeof(raw) &&
-		pg_b64_decode(colon + 1, strlen(colon + 1), (char *) raw, sizeof(raw)) == KEY_LEN;
+		oauth_b64_decode(colon + 1, strlen(colon + 1), raw, sizeof(raw)) == KEY_LEN;
 	if (ok)
 	{
 		memcpy(key->id, p, idlen);
@@ -677,7 +678,8 @@ oauth_open(bytea *ciphertext, const char *context)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("stored secret does not belong to this row"),
-				 errdetail("Its authentication tag does not match; the ciphertext was altered or copied from another row.")));
+				 errdetail("Its authentication tag does not match: the ciphertext was altered or copied from another row, or the key ring holds a different key under the id \"%s\".", keyid),
+				 errhint("After a restore or on a copy, oauth.key_file must be the key ring of the source server.")));
 
 	idlen = p[1];
 	keyb = bytea_from(key->enc, KEY_LEN);

@@ -28,6 +28,7 @@
 #include "portability/instr_time.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "http.h"
 #include "oauth_tokens.h"
 
@@ -268,7 +269,7 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 			timeout = to_curl;
 	}
 
-	set = CreateWaitEventSet(CurrentMemoryContext, nsocks + 2);
+	set = oauth_wait_event_set(nsocks + 2);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (int i = 0; i < nsocks; i++)
@@ -282,7 +283,8 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 		if (ev)
 			AddWaitEventToSet(set, ev, socks[i].fd, NULL, NULL);
 	}
-	n = WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	n = WaitEventSetWait(set, timeout, events, lengthof(events),
+						 oauth_wait_event(OAUTH_WAIT_WORKER));
 	FreeWaitEventSet(set);
 
 	for (int i = 0; i < n; i++)

@@ -38,6 +38,7 @@
 #include "utils/jsonb.h"
 
 #include "answer.h"
+#include "compat.h"
 #include "oauth_tokens.h"
 #include "provider.h"
 
@@ -463,7 +464,7 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 		int			plen = strlen(pair);
 		int			elen = pg_b64_enc_len(plen);
 		char	   *enc = palloc(elen + 1);
-		int			n = pg_b64_encode(pair, plen, enc, elen);
+		int			n = oauth_b64_encode(pair, plen, enc, elen);
 
 		enc[n] = '\0';
 		hdrs = lappend(hdrs, psprintf("Authorization: Basic %s", enc));

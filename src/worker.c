@@ -41,6 +41,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "http.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
@@ -92,9 +93,10 @@ worker_cleanup(int code, Datum arg)
 		hash_seq_init(&st, oauth_requests);
 		while ((e = hash_seq_search(&st)) != NULL)
 		{
-			if (e->state == RS_DONE)
+			e->in_ring = false;
+			if (e->state == RJ_DONE)
 				continue;
-			e->state = RS_DONE;
+			oauth_set_state_locked(e, RJ_DONE);
 			e->done_gen = e->gen;
 			e->outcome = RO_UNAVAILABLE;
 			strlcpy(e->message, "the oauth_tokens worker stopped; retry", OUTCOME_MSG_LEN);
@@ -146,6 +148,7 @@ oauth_worker_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(oauth_database, NULL, 0);
+	SetConfigOption("application_name", "oauth_tokens worker", PGC_USERSET, PGC_S_SESSION);
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
@@ -187,7 +190,7 @@ oauth_worker_main(Datum arg)
 				announced_missing = true;
 				queue_drain_ring();	/* nothing can be served yet: fail fast */
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 5000L, PG_WAIT_EXTENSION);
+								 5000L, oauth_wait_event(OAUTH_WAIT_WORKER_EXTENSION));
 				ResetLatch(MyLatch);
 				/* requests posted meanwhile are served once the extension exists */
 				continue;
@@ -225,7 +228,7 @@ oauth_worker_main(Datum arg)
 		}
 		if (jobs_writes_pending())
 			timeout = Min(timeout, 200);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, queue_activity());
 		http_wait(timeout, &ev);
 		if (ev & WL_LATCH_SET)
 			ResetLatch(MyLatch);

@@ -288,7 +288,8 @@ BEGIN
             remote := CASE WHEN r.klass = 'success' THEN 'revoked' ELSE 'failed' END;
             err := CASE WHEN r.klass <> 'success' THEN r.error END;
         EXCEPTION WHEN OTHERS THEN
-            IF SQLSTATE = '57014' THEN  -- a cancel is the caller's word: stop here
+            -- a cancel is the caller's word, and a copy or a standby sends nothing: stop here
+            IF SQLSTATE IN ('57014', 'OA006') THEN
                 RAISE;
             END IF;
             remote := 'failed';
