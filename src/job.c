@@ -65,6 +65,7 @@ static SPIPlanPtr plan_reauth = NULL;
 static SPIPlanPtr plan_pause = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
+static SPIPlanPtr plan_no_rt = NULL;
 
 /* Prepare the statements of a job's steps, once for the worker's life. */
 static void
@@ -140,6 +141,12 @@ prepare_plans(void)
 	plan_hold_off = prepare_saved(
 		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
 		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+		1, (Oid[]) {UUIDOID});
+	/* a connection without a refresh token is next due when its token expires */
+	plan_no_rt = prepare_saved(
+		"UPDATE oauth.connections SET refresh_after = expires_at "
+		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED) "
+		"   AND refresh_token_ciphertext IS NULL AND expires_at IS NOT NULL",
 		1, (Oid[]) {UUIDOID});
 	plan_rejected = prepare_saved(
 		"UPDATE oauth.connections SET expires_at = LEAST(expires_at, now()), "
@@ -464,6 +471,8 @@ prepare_job(Job *job)
 		if (isnull && oauth_access_still_valid(&job->id))
 		{
 			/* nothing to refresh with, but the token is not dead yet */
+			if (exec_plan(plan_no_rt, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not reschedule a connection without a refresh token");
 			job->state = RJ_DONE;
 			job->outcome = RO_NOT_NEEDED;
 			job->message = pstrdup("no refresh token; the access token is used until it expires");
