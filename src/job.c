@@ -13,7 +13,7 @@
  *	   (-> ANSWERED); a provider at its limit leaves the job QUEUED.
  *	2. HTTP, in the multi handle, with nothing locked (http.c); SENDING ->
  *	   ANSWERED when curl is done (jobs_collect_finished).
- *	3. finish (jobs_finish, answer.c), ANSWERED -> DONE: classify the
+ *	3. finish (jobs_finish, finish.c), ANSWERED -> DONE: classify the
  *	   answer; store it with a version check so a stale result never
  *	   overwrites a newer one; record the event; commit; then publish the
  *	   outcome and wake the waiters (job_publish).
@@ -24,7 +24,7 @@
  * Steps 1 and 3 run batches of jobs in one transaction, each job in its own
  * subtransaction (batch.c), so one bad row cannot fail the others.
  * This file has steps 1 and 2's start, the job's life and its state;
- * answer.c has step 3.
+ * finish.c has step 3.
  *
  * Rules:
  *	- A job belongs to the worker alone.  Its shared entry (shmem.h) is
@@ -60,6 +60,7 @@
 static SPIPlanPtr plan_read = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
+static SPIPlanPtr plan_no_rt = NULL;
 
 /* Prepare the statements of step 1, once for the worker's life. */
 static void
@@ -81,6 +82,12 @@ prepare_plans(void)
 	plan_hold_off = prepare_saved(
 		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
 		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+		1, (Oid[]) {UUIDOID});
+	/* a connection without a refresh token is next due when its token expires */
+	plan_no_rt = prepare_saved(
+		"UPDATE oauth.connections SET refresh_after = expires_at "
+		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED) "
+		"   AND refresh_token_ciphertext IS NULL AND expires_at IS NOT NULL",
 		1, (Oid[]) {UUIDOID});
 	plan_rejected = prepare_saved(
 		"UPDATE oauth.connections SET expires_at = LEAST(expires_at, now()), "
@@ -374,6 +381,8 @@ prepare_job(Job *job)
 		if (isnull && oauth_access_still_valid(&job->id))
 		{
 			/* nothing to refresh with, but the token is not dead yet */
+			if (exec_plan(plan_no_rt, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not reschedule a connection without a refresh token");
 			job->state = RJ_DONE;
 			job->outcome = RO_NOT_NEEDED;
 			job->message = pstrdup("no refresh token; the access token is used until it expires");

@@ -10,7 +10,7 @@
  *	  job.c     a job's life and state, its first step and its SQL
  *	            (prepare: read the row, build the request), refused tokens,
  *	            publishing outcomes to waiters
- *	  answer.c  a job's last step: the provider's answer, storing it, the
+ *	  finish.c  a job's last step: the provider's answer, storing it, the
  *	            answers kept for locked rows
  *	  batch.c   the worker's transactions: a batch of jobs in one
  *	            transaction, each job in its own subtransaction; events
@@ -99,7 +99,7 @@ extern void job_notify(Job *job);
 extern void job_publish(Job *job);
 extern void jobs_conclude(List *done);
 
-/* answer.c */
+/* finish.c */
 extern void jobs_finish(List *done);
 extern void jobs_collect_finished(void);
 extern void jobs_retry_writes(void);
