@@ -259,3 +259,11 @@ CREATE FUNCTION oauth.stats_reset() RETURNS void
     AS 'MODULE_PATHNAME', 'oauth_stats_reset' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION oauth._provider_counters(), oauth.provider_stats(), oauth.stats_reset()
     FROM PUBLIC;
+
+-- Issue 8 (engine): oauth.refresh_jobs(), the refresh jobs by state.
+CREATE FUNCTION oauth.refresh_jobs(
+    OUT connection_id uuid, OUT state text, OUT requested_by text,
+    OUT forced boolean, OUT token_rejected boolean, OUT waiters int,
+    OUT state_since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_refresh_jobs' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION oauth.refresh_jobs() FROM PUBLIC;

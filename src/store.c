@@ -38,7 +38,7 @@ static bool callback_registered = false;
 
 /* attribute numbers, found by name when the cache is filled */
 static AttrNumber a_workspace, a_provider, a_access, a_expires, a_refresh_after,
-			a_reauth, a_revoked, a_next_attempt, a_last_error, a_version;
+			a_reauth, a_revoked, a_next_attempt, a_last_error, a_version, a_refreshed_at;
 
 static void
 forget_relids(Datum arg, Oid relid)
@@ -92,6 +92,7 @@ ensure_relids(void)
 	a_next_attempt = attnum_of("next_attempt_at");
 	a_last_error = attnum_of("last_refresh_error");
 	a_version = attnum_of("version");
+	a_refreshed_at = attnum_of("refreshed_at");
 }
 
 char *
@@ -151,6 +152,11 @@ oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap)
 		{
 			snap->has_next_attempt = true;
 			snap->next_attempt_at = DatumGetTimestampTz(values[a_next_attempt - 1]);
+		}
+		if (!nulls[a_refreshed_at - 1])
+		{
+			snap->has_refreshed_at = true;
+			snap->refreshed_at = DatumGetTimestampTz(values[a_refreshed_at - 1]);
 		}
 		if (!nulls[a_last_error - 1])
 			snap->last_error = TextDatumGetCString(values[a_last_error - 1]);

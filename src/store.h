@@ -22,6 +22,8 @@ typedef struct ConnSnapshot
 	TimestampTz refresh_after;
 	bool		reauth_required;
 	bool		revoked;
+	bool		has_refreshed_at;
+	TimestampTz refreshed_at;	/* when the current token was obtained */
 	bool		has_next_attempt;
 	TimestampTz next_attempt_at;
 	char	   *last_error;

@@ -442,3 +442,11 @@ CREATE FUNCTION oauth.stats(
     OUT refreshes_failed_transient bigint, OUT refreshes_failed_permanent bigint,
     OUT waits bigint, OUT waiters_served_by_another bigint, OUT in_flight bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'oauth_stats' LANGUAGE C VOLATILE;
+
+-- Issue 8 (engine): the refresh jobs in the shared request table, with their
+-- state (queued, sending, answered, done); see the README's state model.
+CREATE FUNCTION oauth.refresh_jobs(
+    OUT connection_id uuid, OUT state text, OUT requested_by text,
+    OUT forced boolean, OUT token_rejected boolean, OUT waiters int,
+    OUT state_since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_refresh_jobs' LANGUAGE C VOLATILE;
