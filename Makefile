@@ -12,6 +12,8 @@ EXT_VERSION = 1.1
 DATA_built = oauth_tokens--$(EXT_VERSION).sql
 DATA = oauth_tokens--1.0.sql oauth_tokens--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src
+# the version the library reports (PG_MODULE_MAGIC_EXT, src/compat.h)
+PG_CPPFLAGS += -DOAUTH_TOKENS_VERSION=\"$(EXT_VERSION)\"
 SHLIB_LINK = -lcurl
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
@@ -34,16 +36,26 @@ endif
 
 # PGXS tracks no header dependencies; every object depends on every header.
 $(OBJS): $(wildcard src/*.h)
+src/oauth_tokens.o: Makefile
 
 oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test demo bench setup
+.PHONY: test test-all demo bench setup
 setup:
 	bash scripts/setup.sh
 
+# `make test PG=17` runs the suite against another PostgreSQL major in a Debian
+# root filesystem that has it; `make test-all` runs 15 (natively), 17 and 18.
 test:
+ifeq ($(PG),)
 	bash scripts/test.sh
+else
+	bash scripts/matrix.sh $(PG)
+endif
+
+test-all:
+	bash scripts/matrix.sh all
 
 demo:
 	bash scripts/demo.sh

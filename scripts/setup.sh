@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
       libcurl4-openssl-dev postgresql-15-cron libipc-run-perl perl python3 openssl curl
       rsync ca-certificates)
+# extra packages a caller needs on top (scripts/matrix.sh: mmdebstrap)
+PKGS+=("$@")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
 #include "identity.h"
@@ -166,7 +167,7 @@ wait_for_entry(const pg_uuid_t *id, uint64 gen, WaitResult *result)
 		if (done)
 			break;
 		/* re-check now and then in case the worker vanished */
-		ConditionVariableTimedSleep(cv, 1000, PG_WAIT_EXTENSION);
+		ConditionVariableTimedSleep(cv, 1000, oauth_wait_event(OAUTH_WAIT_REFRESH));
 	}
 	ConditionVariableCancelSleep();
 }
@@ -224,7 +225,7 @@ post_and_wait(const pg_uuid_t *ids, const int64 *versions, int n, uint32 flags,
 				/* we hold nothing: wait for the worker to free entries */
 				ConditionVariablePrepareToSleep(&oauth_shared->space_cv);
 				ConditionVariableTimedSleep(&oauth_shared->space_cv, 1000,
-											PG_WAIT_EXTENSION);
+											oauth_wait_event(OAUTH_WAIT_REQUEST_SLOT));
 				ConditionVariableCancelSleep();
 			}
 		}

@@ -461,6 +461,15 @@ prepare_job(Job *job)
 	{
 		Datum		rt = SPI_getbinval(t, d, 5, &isnull);
 
+		if (isnull && oauth_access_still_valid(&job->id))
+		{
+			/* nothing to refresh with, but the token is not dead yet */
+			job->state = RJ_DONE;
+			job->outcome = RO_NOT_NEEDED;
+			job->message = pstrdup("no refresh token; the access token is used until it expires");
+			MemoryContextSwitchTo(old);
+			return;
+		}
 		if (isnull)
 		{
 			job->state = RJ_ANSWERED;

@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "errors.h"
 #include "http.h"
@@ -178,7 +179,6 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	started = GetCurrentTimestamp();
 	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
 	wipe_token_request(&req);
-	provider_conf_wipe(&conf);
 
 	if (revoke)
 	{
@@ -203,6 +203,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
+	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	oauth_stats_call(provider, ans.klass, started, GetCurrentTimestamp());
 	http_free(call);
 

@@ -25,13 +25,14 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "crypto.h"
 #include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "stats.h"
 
-PG_MODULE_MAGIC;
+OAUTH_MODULE_MAGIC;
 
 char	   *oauth_database = NULL;
 int			oauth_sweep_interval_ms = 30000;

@@ -126,10 +126,9 @@ oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap)
 	if (HeapTupleIsValid(tup))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
-		Datum		values[64];
-		bool		nulls[64];
+		Datum	   *values = palloc(desc->natts * sizeof(Datum));
+		bool	   *nulls = palloc(desc->natts * sizeof(bool));
 
-		Assert(desc->natts <= 64);
 		heap_deform_tuple(tup, desc, values, nulls);
 		snap->found = true;
 		snap->workspace_id = TextDatumGetCString(values[a_workspace - 1]);
@@ -161,8 +160,25 @@ oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap)
 		if (!nulls[a_last_error - 1])
 			snap->last_error = TextDatumGetCString(values[a_last_error - 1]);
 		snap->version = DatumGetInt64(values[a_version - 1]);
+		pfree(values);
+		pfree(nulls);
 	}
 	systable_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Is the connection's access token still valid (no expiry, or an expiry in
+ * the future)?  For the worker: a connection without a refresh token cannot
+ * be refreshed, but it is not dead while its token is still valid.
+ */
+bool
+oauth_access_still_valid(const pg_uuid_t *id)
+{
+	ConnSnapshot snap;
+
+	oauth_read_connection(id, &snap);
+	return snap.found && snap.access_ct != NULL &&
+		(!snap.has_expires || snap.expires_at > GetCurrentTimestamp());
 }

@@ -32,5 +32,6 @@ typedef struct ConnSnapshot
 
 extern void oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap);
 extern char *oauth_uuid_str(const pg_uuid_t *id);
+extern bool oauth_access_still_valid(const pg_uuid_t *id);
 
 #endif

@@ -41,6 +41,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "http.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
@@ -189,7 +190,7 @@ oauth_worker_main(Datum arg)
 				announced_missing = true;
 				queue_drain_ring();	/* nothing can be served yet: fail fast */
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 5000L, PG_WAIT_EXTENSION);
+								 5000L, oauth_wait_event(OAUTH_WAIT_WORKER_EXTENSION));
 				ResetLatch(MyLatch);
 				/* requests posted meanwhile are served once the extension exists */
 				continue;

@@ -57,12 +57,19 @@ BEGIN
     END IF;
 END $$;
 
+-- Internal: placeholders, user information and allowed_hosts of a URL
+-- template (src/urls.c): a {placeholder} in the host requires allowed_hosts.
+CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
+
 -- Internal: the due connections, fairly ordered: the oldest due of every
 -- workspace first, then the second of each, and so on; paused providers are
 -- skipped.  Used by the worker's sweep and by refresh_due().
 CREATE FUNCTION oauth._due_connections(max_connections int)
 RETURNS TABLE (id uuid, version bigint, workspace_id text, provider text)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+-- refresh_due() runs this in the caller's session: resolve in pg_catalog only
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT d.id, d.version, d.workspace_id, d.provider
       FROM (SELECT c.id, c.version, c.workspace_id, c.provider, c.refresh_after,
                    row_number() OVER (PARTITION BY c.workspace_id ORDER BY c.refresh_after) AS rn
@@ -226,6 +233,9 @@ BEGIN
     PERFORM oauth._check_url('token_url', v_token_url);
     PERFORM oauth._check_url('revoke_url', v_revoke_url);
     PERFORM oauth._check_url('authorize_url', v_authorize_url);
+    PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);

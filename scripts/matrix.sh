@@ -1,0 +1,232 @@
+#!/bin/bash
+# The PostgreSQL version matrix: `make test PG=NN` and `make test-all`.
+#
+#   scripts/matrix.sh 17          the whole suite against PostgreSQL 17
+#   scripts/matrix.sh 15 17 18    several, in order; `all` means 15 17 18
+#
+# 15 is this machine's own PostgreSQL (Debian 12): it runs natively, exactly as
+# `make test` does (and honours PG_CONFIG).  Every other major runs in a Debian
+# root filesystem that ships it (17: trixie, 18: sid), made with mmdebstrap
+# from the Debian archive this machine's apt sources already name (no package
+# host is written here) and cached outside the tree in
+# $OAUTH_ROOTFS_CACHE (default /var/cache/oauth_tokens)/rootfs-NN.  A cached
+# root filesystem is rebuilt when its recipe (suite, archive, package list)
+# changes, or when OAUTH_ROOTFS_REBUILD=1.
+#
+# Each run mounts a throw-away overlay on the cached root filesystem (a copy
+# when overlayfs is unavailable), bind-mounts /proc, /dev and /dev/shm, copies
+# the tree in without build products, and runs
+#   make test PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config
+# inside, as root; scripts/test.sh then runs the tests as the root
+# filesystem's postgres user.  PROVE_TESTS and REGRESS narrow the run as they
+# do for `make test`.  Everything mounted is unmounted on every exit path.
+#
+# Needs root.  Exits non-zero when any major fails; every requested major is
+# run even after a failure, and a summary line says how each one went.
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+CACHE=${OAUTH_ROOTFS_CACHE:-/var/cache/oauth_tokens}
+NATIVE_MAJOR=15
+# every major must build without a warning (PGXS appends COPT to CFLAGS)
+COPT="${COPT:+$COPT }-Werror"
+
+# Debian suite that ships each PostgreSQL major (16 is in none of them)
+suite_for() {
+    case "$1" in
+        17) echo trixie ;;
+        18) echo sid ;;
+        *) return 1 ;;
+    esac
+}
+
+# What the suite needs beyond the essential set: keep in step with setup.sh
+packages_for() {
+    echo "postgresql-$1 postgresql-server-dev-$1 postgresql-$1-cron postgresql-common" \
+         "libcurl4-openssl-dev build-essential libipc-run-perl perl python3 openssl" \
+         "curl rsync ca-certificates"
+}
+
+# The Debian archive this machine installs from: the first enabled apt source
+# (deb822 .sources or one-line .list) that carries this release's own suite.
+debian_mirror() {
+    local codename
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || { echo "matrix: cannot tell this machine's Debian release" >&2; return 1; }
+    local m
+    m=$(awk -v want="$codename" '
+        function flush() {
+            if (uris != "" && enabled && types ~ /(^|[ \t])deb([ \t]|$)/) {
+                n = split(suites, s, /[ \t]+/)
+                for (i = 1; i <= n; i++)
+                    if (s[i] == want) { split(uris, u, /[ \t]+/); print u[1]; found = 1; exit }
+            }
+            uris = ""; suites = ""; types = ""; enabled = 1
+        }
+        BEGIN { enabled = 1 }
+        FILENAME ~ /\.sources$/ {
+            if ($0 ~ /^[ \t]*$/) { flush(); next }
+            if ($0 ~ /^[ \t]*#/) next
+            if (tolower($1) == "uris:")    { $1 = ""; uris = $0; sub(/^[ \t]+/, "", uris) }
+            if (tolower($1) == "suites:")  { $1 = ""; suites = $0; sub(/^[ \t]+/, "", suites) }
+            if (tolower($1) == "types:")   { $1 = ""; types = $0 }
+            if (tolower($1) == "enabled:") { enabled = (tolower($2) != "no") }
+            next
+        }
+        FILENAME !~ /\.sources$/ && $1 == "deb" {
+            i = 2
+            if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == want) { print $i; found = 1; exit }
+        }
+        ENDFILE { if (FILENAME ~ /\.sources$/) flush() }
+    ' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+    [ -n "$m" ] || { echo "matrix: no apt source for '$codename' in /etc/apt" >&2; return 1; }
+    echo "${m%/}"
+}
+
+# Make (or reuse) the cached root filesystem for major $1; prints its path.
+# Called with the major's lock held exclusively.
+ensure_rootfs() {
+    local major=$1 suite mirror pkgs recipe root=$CACHE/rootfs-$1
+    suite=$(suite_for "$major")
+    mirror=$(debian_mirror)
+    pkgs=$(packages_for "$major")
+    # sid's Release file may be older than its Valid-Until on a frozen mirror
+    local aptopt='Acquire::Check-Valid-Until "false"'
+    recipe="recipe=1 suite=$suite mirror=$mirror variant=apt aptopt=$aptopt packages=$pkgs"
+    if [ "${OAUTH_ROOTFS_REBUILD:-0}" != 1 ] && [ -f "$root/.oauth_tokens_rootfs" ] &&
+       [ "$(cat "$root/.oauth_tokens_rootfs")" = "$recipe" ]; then
+        echo "$root"
+        return
+    fi
+    command -v mmdebstrap >/dev/null || bash scripts/setup.sh mmdebstrap >&2
+    echo "== making the PostgreSQL $major root filesystem ($suite) in $root ==" >&2
+    rm -rf "$root.new"
+    # no cluster of its own: the tests make theirs
+    mmdebstrap --quiet --variant=apt --aptopt="$aptopt" \
+        --include="$(echo $pkgs | tr ' ' ',')" \
+        --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" &&
+            echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/oauth_tokens.conf"' \
+        "$suite" "$root.new" "$mirror" >&2
+    [ -x "$root.new/usr/lib/postgresql/$major/bin/pg_config" ] ||
+        { echo "matrix: $suite gave no PostgreSQL $major" >&2; return 1; }
+    echo "$recipe" > "$root.new/.oauth_tokens_rootfs"
+    rm -rf "$root"
+    mv "$root.new" "$root"
+    echo "$root"
+}
+
+# State of the run in progress, for cleanup
+RUN_DIR=
+MOUNTS=()
+
+# End what is still running inside our root, then unmount in reverse order.
+cleanup_run() {
+    local r=$RUN_DIR/root
+    if [ -n "$RUN_DIR" ] && [ -d "$r" ]; then
+        local pids=() p
+        for p in /proc/[0-9]*; do
+            [ "$(readlink "$p/root" 2>/dev/null)" = "$r" ] && pids+=("${p#/proc/}")
+        done
+        if [ ${#pids[@]} -gt 0 ]; then
+            kill -TERM "${pids[@]}" 2>/dev/null || true
+            for _ in $(seq 50); do
+                kill -0 "${pids[@]}" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "${pids[@]}" 2>/dev/null || true
+        fi
+    fi
+    local i
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+        umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" || true
+    done
+    MOUNTS=()
+    if [ -n "$RUN_DIR" ]; then
+        # never delete through a mount that is still there
+        if grep -q " ${RUN_DIR}[/ ]" /proc/self/mountinfo; then
+            echo "matrix: $RUN_DIR is still mounted; left in place" >&2
+        else
+            rm -rf --one-file-system "$RUN_DIR"
+        fi
+    fi
+    RUN_DIR=
+}
+trap cleanup_run EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Run the suite against major $1 in its root filesystem.
+run_rootfs() {
+    local major=$1 lock root r
+    mkdir -p "$CACHE"
+    exec {lock}>"$CACHE/rootfs-$major.lock"
+    flock -x "$lock"
+    root=$(ensure_rootfs "$major")
+    flock -s "$lock"            # runs share the cached root; a rebuild waits
+
+    RUN_DIR=$(mktemp -d "$CACHE/run-$major.XXXXXX")
+    r=$RUN_DIR/root
+    mkdir -p "$RUN_DIR/upper" "$RUN_DIR/work" "$r"
+    if mount -t overlay overlay \
+        -o "lowerdir=$root,upperdir=$RUN_DIR/upper,workdir=$RUN_DIR/work" "$r" 2>/dev/null; then
+        MOUNTS+=("$r")
+    else
+        cp -a "$root/." "$r/"
+    fi
+    local d
+    for d in /proc /dev /dev/shm; do
+        mkdir -p "$r$d"
+        mount --bind "$d" "$r$d"
+        MOUNTS+=("$r$d")
+    done
+
+    # the tree as it is, less .git and what .gitignore names (build products)
+    mkdir -p "$r/build/oauth_tokens"
+    rsync -a --exclude .git --filter=':- .gitignore' "$SRC"/ "$r/build/oauth_tokens"/
+
+    local args=("PG_CONFIG=/usr/lib/postgresql/$major/bin/pg_config")
+    [ -n "${PROVE_TESTS:-}" ] && args+=("PROVE_TESTS=$PROVE_TESTS")
+    [ -n "${REGRESS:-}" ] && args+=("REGRESS=$REGRESS")
+    local status=0
+    chroot "$r" /usr/bin/env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 CI="${CI:-}" COPT="$COPT" \
+        make -C /build/oauth_tokens test "${args[@]}" || status=$?
+    cleanup_run
+    exec {lock}>&-
+    return $status
+}
+
+# one major in its root filesystem, in a process of its own (see below)
+if [ "${1:-}" = __rootfs ]; then
+    run_rootfs "$2"
+    exit
+fi
+
+[ $# -gt 0 ] || { echo "usage: $0 MAJOR... | all" >&2; exit 2; }
+[ "$*" = all ] && set -- $NATIVE_MAJOR 17 18
+[ "$(id -u)" -eq 0 ] || [ "$*" = $NATIVE_MAJOR ] ||
+    { echo "matrix: root filesystems need root" >&2; exit 1; }
+
+summary=()
+failed=0
+for major in "$@"; do
+    start=$SECONDS
+    echo "==== PostgreSQL $major ===="
+    if [ "$major" = $NATIVE_MAJOR ]; then
+        COPT=$COPT bash scripts/test.sh && rc=0 || rc=$?
+    elif suite_for "$major" >/dev/null; then
+        # its own process, so that errexit and the exit trap work inside
+        bash "$SRC/scripts/matrix.sh" __rootfs "$major" && rc=0 || rc=$?
+    else
+        echo "matrix: PostgreSQL $major is not in any Debian suite this script knows" >&2
+        rc=2
+    fi
+    [ $rc -eq 0 ] && what=passed || { what="FAILED ($rc)"; failed=1; }
+    summary+=("PostgreSQL $major: $what in $((SECONDS - start)) s")
+done
+echo "==== matrix ===="
+printf '%s\n' "${summary[@]}"
+exit $failed
