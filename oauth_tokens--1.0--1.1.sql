@@ -20,3 +20,632 @@
 --    pg_catalog.pg_extension_config_dump (and its sequences too).
 
 \echo Use "ALTER EXTENSION oauth_tokens UPDATE TO '1.1'" to load this file. \quit
+
+-- Issue 8 (engine): oauth.refresh_jobs(), the refresh jobs by state.
+CREATE FUNCTION oauth.refresh_jobs(
+    OUT connection_id uuid, OUT state text, OUT requested_by text,
+    OUT forced boolean, OUT token_rejected boolean, OUT waiters int,
+    OUT state_since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_refresh_jobs' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION oauth.refresh_jobs() FROM PUBLIC;
+
+-- ==== security (issue 10): templated hosts fail closed, one URL filler in
+-- C (src/urls.c) for token, revoke and authorize URLs, hostile answers,
+-- concurrent code exchanges.  Function bodies are copies of src/sql.
+DROP FUNCTION oauth._fill_url(text, jsonb);
+CREATE FUNCTION oauth._fill_url(provider text, url text, metadata jsonb, allowed_hosts text[])
+RETURNS text AS 'MODULE_PATHNAME', 'oauth_fill_url_sql' LANGUAGE C STABLE;
+CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
+REVOKE ALL ON FUNCTION oauth._fill_url(text, text, jsonb, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oauth._check_url_template(text, text, text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION oauth._due_connections(max_connections int)
+RETURNS TABLE (id uuid, version bigint, workspace_id text, provider text)
+LANGUAGE sql STABLE
+-- refresh_due() runs this in the caller's session: resolve in pg_catalog only
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT d.id, d.version, d.workspace_id, d.provider
+      FROM (SELECT c.id, c.version, c.workspace_id, c.provider, c.refresh_after,
+                   row_number() OVER (PARTITION BY c.workspace_id ORDER BY c.refresh_after) AS rn
+              FROM oauth.connections c
+             WHERE c.refresh_after <= now()
+               AND c.reauth_required_at IS NULL
+               AND c.revoked_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM oauth.providers p
+                                WHERE p.name = c.provider AND p.paused_at IS NOT NULL)) d
+     ORDER BY d.rn, d.refresh_after
+     LIMIT max_connections
+$$;
+
+CREATE OR REPLACE FUNCTION oauth.register_provider(
+    name text, token_url text, client_id text, client_secret text DEFAULT NULL,
+    auth_method text DEFAULT 'client_secret_post', revoke_url text DEFAULT NULL,
+    refresh_buffer interval DEFAULT '5 minutes', default_lifetime interval DEFAULT NULL,
+    refresh_token_idle_ttl interval DEFAULT NULL, extra_params jsonb DEFAULT '{}',
+    max_concurrency int DEFAULT NULL, authorize_url text DEFAULT NULL,
+    body_format text DEFAULT 'form', extra_headers jsonb DEFAULT '{}',
+    reauth_errors text[] DEFAULT '{}', preset text DEFAULT NULL,
+    allowed_hosts text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text := name;
+    pr oauth.provider_presets;
+    v_token_url text := token_url;
+    v_authorize_url text := authorize_url;
+    v_revoke_url text := revoke_url;
+    v_auth_method text := auth_method;
+    v_body_format text := body_format;
+    v_extra_params jsonb := extra_params;
+    v_extra_headers jsonb := extra_headers;
+    v_reauth_errors text[] := reauth_errors;
+    v_default_lifetime interval := default_lifetime;
+    v_idle_ttl interval := refresh_token_idle_ttl;
+    v_authorize_params jsonb := '{}';
+    v_required_scopes text[] := '{}';
+    v_scope_separator text := ' ';
+    v_scope_on_refresh boolean := false;
+    v_allowed_hosts text[] := allowed_hosts;
+    existed boolean;
+BEGIN
+    PERFORM oauth._not_null('name', v_name);
+    PERFORM oauth._not_null('client_id', client_id);
+    IF preset IS NOT NULL THEN
+        SELECT * INTO pr FROM oauth.provider_presets p WHERE p.name = preset;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown preset "%"', preset
+                USING ERRCODE = 'OA004',
+                      HINT = 'SELECT name FROM oauth.provider_presets lists the built-in presets.';
+        END IF;
+        -- fields left at their defaults come from the preset
+        v_token_url := coalesce(v_token_url, pr.token_url);
+        v_authorize_url := coalesce(v_authorize_url, pr.authorize_url);
+        v_revoke_url := coalesce(v_revoke_url, pr.revoke_url);
+        IF v_auth_method = 'client_secret_post' THEN v_auth_method := pr.auth_method; END IF;
+        IF v_body_format = 'form' THEN v_body_format := pr.body_format; END IF;
+        v_extra_params := pr.extra_params || coalesce(v_extra_params, '{}');
+        v_extra_headers := pr.extra_headers || coalesce(v_extra_headers, '{}');
+        IF v_reauth_errors IS NULL OR v_reauth_errors = '{}' THEN v_reauth_errors := pr.reauth_errors; END IF;
+        v_default_lifetime := coalesce(v_default_lifetime, pr.default_lifetime);
+        v_idle_ttl := coalesce(v_idle_ttl, pr.refresh_token_idle_ttl);
+        v_authorize_params := pr.authorize_params;
+        v_required_scopes := pr.required_scopes;
+        v_scope_separator := pr.scope_separator;
+        v_scope_on_refresh := pr.scope_on_refresh;
+        v_allowed_hosts := coalesce(v_allowed_hosts, pr.allowed_hosts);
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(coalesce(v_allowed_hosts, '{}')) h
+                WHERE h IS NULL OR h !~ '^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$') THEN
+        RAISE EXCEPTION 'allowed_hosts must hold host names or "*.domain" patterns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM oauth._not_null('token_url', v_token_url);
+    PERFORM oauth._not_null('auth_method', v_auth_method);
+    PERFORM oauth._not_null('refresh_buffer', refresh_buffer);
+    PERFORM oauth._not_null('body_format', v_body_format);
+    IF v_name !~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid provider name "%"', v_name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use letters, digits, "_", "." and "-", at most 63 characters.';
+    END IF;
+    IF client_id = '' THEN
+        RAISE EXCEPTION 'client_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_auth_method NOT IN ('client_secret_post', 'client_secret_basic', 'none') THEN
+        RAISE EXCEPTION 'invalid auth_method "%"', v_auth_method
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use client_secret_post, client_secret_basic or none.';
+    END IF;
+    IF v_auth_method <> 'none' AND client_secret IS NULL
+       AND NOT EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = v_name
+                        AND p.client_secret_ciphertext IS NOT NULL) THEN
+        RAISE EXCEPTION 'client_secret is required for auth_method %', v_auth_method
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_body_format NOT IN ('form', 'json') THEN
+        RAISE EXCEPTION 'invalid body_format "%"', v_body_format
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use form or json.';
+    END IF;
+    PERFORM oauth._check_url('token_url', v_token_url);
+    PERFORM oauth._check_url('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url('authorize_url', v_authorize_url);
+    PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
+    PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
+    PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
+    IF max_concurrency IS NOT NULL AND max_concurrency < 1 THEN
+        RAISE EXCEPTION 'max_concurrency must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(coalesce(v_extra_params, '{}')) <> 'object'
+       OR jsonb_typeof(coalesce(v_extra_headers, '{}')) <> 'object' THEN
+        RAISE EXCEPTION 'extra_params and extra_headers must be JSON objects'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_each(coalesce(v_extra_headers, '{}')) h
+                WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9-]+$') THEN
+        RAISE EXCEPTION 'extra_headers must map header names to strings'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    existed := EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = v_name);
+    INSERT INTO oauth.providers AS p (name, authorize_url, token_url, revoke_url, client_id,
+        client_secret_ciphertext, auth_method, refresh_buffer, default_lifetime,
+        refresh_token_idle_ttl, extra_params, extra_headers, body_format, reauth_errors,
+        max_concurrency, authorize_params, required_scopes, scope_separator, scope_on_refresh,
+        allowed_hosts, preset)
+    VALUES (v_name, v_authorize_url, v_token_url, v_revoke_url, client_id,
+        oauth._seal(client_secret, 'provider/' || v_name || '/client_secret'),
+        v_auth_method, refresh_buffer, v_default_lifetime, v_idle_ttl,
+        coalesce(v_extra_params, '{}'), coalesce(v_extra_headers, '{}'), v_body_format,
+        coalesce(v_reauth_errors, '{}'), max_concurrency, v_authorize_params,
+        v_required_scopes, v_scope_separator, v_scope_on_refresh,
+        coalesce(v_allowed_hosts, '{}'), preset)
+    ON CONFLICT ON CONSTRAINT providers_pkey DO UPDATE SET
+        authorize_url = EXCLUDED.authorize_url, token_url = EXCLUDED.token_url,
+        revoke_url = EXCLUDED.revoke_url, client_id = EXCLUDED.client_id,
+        client_secret_ciphertext = coalesce(EXCLUDED.client_secret_ciphertext, p.client_secret_ciphertext),
+        auth_method = EXCLUDED.auth_method, refresh_buffer = EXCLUDED.refresh_buffer,
+        default_lifetime = EXCLUDED.default_lifetime,
+        refresh_token_idle_ttl = EXCLUDED.refresh_token_idle_ttl,
+        extra_params = EXCLUDED.extra_params, extra_headers = EXCLUDED.extra_headers,
+        body_format = EXCLUDED.body_format, reauth_errors = EXCLUDED.reauth_errors,
+        max_concurrency = EXCLUDED.max_concurrency, authorize_params = EXCLUDED.authorize_params,
+        required_scopes = EXCLUDED.required_scopes, scope_separator = EXCLUDED.scope_separator,
+        scope_on_refresh = EXCLUDED.scope_on_refresh, allowed_hosts = EXCLUDED.allowed_hosts,
+        preset = EXCLUDED.preset,
+        paused_at = NULL, pause_reason = NULL, updated_at = now();
+    -- a changed buffer moves every connection's next refresh
+    UPDATE oauth.connections c
+       SET refresh_after = oauth._refresh_after(c.expires_at, refresh_buffer, v_idle_ttl,
+                                                c.refresh_token_expires_at,
+                                                coalesce(c.refreshed_at, c.created_at),
+                                                c.refresh_token_ciphertext IS NOT NULL)
+     WHERE existed AND c.provider = v_name AND c.reauth_required_at IS NULL
+       AND c.revoked_at IS NULL AND c.next_attempt_at IS NULL;
+    PERFORM oauth._event('provider_registered', NULL, NULL, v_name,
+        jsonb_build_object('updated', existed, 'auth_method', v_auth_method, 'preset', preset));
+END $$;
+
+CREATE OR REPLACE FUNCTION oauth.authorize_url(provider text, redirect_uri text, state text,
+                                    scope text[] DEFAULT '{}', code_challenge text DEFAULT NULL,
+                                    metadata jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    scopes text[] := '{}';
+    s text;
+    q text;
+    k text;
+    v text;
+BEGIN
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('redirect_uri', redirect_uri);
+    PERFORM oauth._not_null('state', state);
+    p := oauth._provider(provider);
+    IF p.authorize_url IS NULL THEN
+        RAISE EXCEPTION 'provider "%" has no authorize_url', provider
+            USING ERRCODE = 'OA004', HINT = 'Set authorize_url with oauth.register_provider().';
+    END IF;
+    IF redirect_uri !~ '^[A-Za-z][A-Za-z0-9+.-]*://' THEN
+        RAISE EXCEPTION 'invalid redirect_uri "%"', redirect_uri USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF code_challenge IS NOT NULL AND code_challenge !~ '^[A-Za-z0-9_-]{43}$' THEN
+        RAISE EXCEPTION 'code_challenge must be an S256 challenge (43 base64url characters)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the provider's required scopes first, then the requested ones, once each
+    FOREACH s IN ARRAY p.required_scopes || coalesce(scope, '{}') LOOP
+        IF s <> '' AND NOT s = ANY (scopes) THEN
+            scopes := scopes || s;
+        END IF;
+    END LOOP;
+    q := 'response_type=code'
+      || '&client_id=' || oauth._urlencode(p.client_id)
+      || '&redirect_uri=' || oauth._urlencode(redirect_uri);
+    IF cardinality(scopes) > 0 THEN
+        q := q || '&scope=' || oauth._urlencode(array_to_string(scopes, p.scope_separator));
+    END IF;
+    q := q || '&state=' || oauth._urlencode(state);
+    IF code_challenge IS NOT NULL THEN
+        q := q || '&code_challenge=' || oauth._urlencode(code_challenge)
+               || '&code_challenge_method=S256';
+    END IF;
+    FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(p.authorize_params) e ORDER BY e.key LOOP
+        q := q || '&' || oauth._urlencode(k) || '=' || oauth._urlencode(v);
+    END LOOP;
+    RETURN oauth._fill_url(p.name, p.authorize_url, coalesce(metadata, '{}'), p.allowed_hosts)
+        || CASE WHEN p.authorize_url LIKE '%?%' THEN '&' ELSE '?' END || q;
+END $$;
+
+CREATE OR REPLACE FUNCTION oauth.exchange_code(workspace_id text, provider text, code text, redirect_uri text,
+                                    code_verifier text DEFAULT NULL,
+                                    provider_account_id text DEFAULT NULL,
+                                    metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    h bytea;
+    r record;
+    v_id uuid;
+    v_account text;
+    v_token_url text;
+    v_allowed_hosts text[];
+    v_paused boolean;
+    v_pause_reason text;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('code', code);
+    PERFORM oauth._not_null('redirect_uri', redirect_uri);
+    PERFORM oauth._not_null('metadata', metadata);
+    IF workspace_id = '' OR code = '' THEN
+        RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT pr.token_url, pr.allowed_hosts, pr.paused_at IS NOT NULL, pr.pause_reason
+      INTO v_token_url, v_allowed_hosts, v_paused, v_pause_reason
+      FROM oauth._provider(provider) pr;
+    -- what would stop the request before it is sent (a paused provider, a
+    -- token URL that cannot be built) fails before the code is claimed: a
+    -- code that was never sent stays usable for a corrected call
+    IF v_paused THEN
+        RAISE EXCEPTION 'provider "%" is paused after a client authentication failure', provider
+            USING ERRCODE = 'OA004', DETAIL = coalesce(v_pause_reason, ''),
+                  HINT = 'Fix its client credentials with oauth.register_provider(); that resumes it.';
+    END IF;
+    PERFORM oauth._fill_url(provider, v_token_url, metadata, v_allowed_hosts);
+    h := sha256(convert_to(code, 'UTF8'));
+    IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
+       OR NOT oauth._claim_code(h) THEN
+        RAISE EXCEPTION 'authorization code was already sent to the provider'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Codes are single use; send the customer through oauth.authorize_url() again.';
+    END IF;
+    r := oauth._provider_call(provider, 'token',
+            jsonb_strip_nulls(jsonb_build_object('grant_type', 'authorization_code', 'code', code,
+                'redirect_uri', redirect_uri, 'code_verifier', code_verifier)),
+            metadata);
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('authorization code', provider, r);
+    END IF;
+    v_account := coalesce(provider_account_id, r.metadata ->> 'user_id', r.metadata ->> 'team.id',
+                          r.metadata ->> 'realmId', r.metadata ->> 'bot_id', r.metadata ->> 'id',
+                          encode(h, 'hex'));
+    v_id := oauth._store_grant(workspace_id, provider, v_account, 'authorization_code', r, '{}', metadata);
+    INSERT INTO oauth.code_redemptions (code_sha256, provider, workspace_id, connection_id, outcome)
+    VALUES (h, provider, workspace_id, v_id, 'success');
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
+                                   p_grant_type text, r record, p_scope text[], p_metadata jsonb)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    p oauth.providers;
+    c oauth.connections;
+    v_id uuid := gen_random_uuid();
+    v_new uuid;
+    v_exp timestamptz;
+    v_rt_exp timestamptz;
+    v_scope text[];
+BEGIN
+    SELECT * INTO p FROM oauth.providers WHERE name = p_provider;
+    v_exp := CASE WHEN r.expires_in IS NOT NULL THEN now() + r.expires_in * interval '1 second'
+                  ELSE now() + p.default_lifetime END;
+    v_rt_exp := CASE WHEN r.rt_expires_in IS NOT NULL THEN now() + r.rt_expires_in * interval '1 second' END;
+    v_scope := CASE WHEN r.scope IS NOT NULL AND r.scope <> ''
+                    THEN regexp_split_to_array(trim(r.scope), '[ ,]+') ELSE coalesce(p_scope, '{}') END;
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_token_expires_at, refresh_after, refreshed_at, metadata)
+    VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
+        oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
+        v_scope, v_exp, v_rt_exp,
+        oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
+                             r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
+        now(), p_metadata || r.metadata)
+    ON CONFLICT (workspace_id, provider, provider_account_id) DO NOTHING
+    RETURNING id INTO v_new;
+    IF v_new IS NOT NULL THEN
+        PERFORM oauth._event('created', p_workspace, v_id, p_provider,
+            jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
+                               'has_refresh_token', r.refresh_token IS NOT NULL));
+        RETURN v_id;
+    END IF;
+
+    SELECT * INTO c FROM oauth.connections
+     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        -- only in REPEATABLE READ or SERIALIZABLE, against a row committed meanwhile
+        RAISE EXCEPTION 'could not store the grant: a concurrent call stored this account''s connection'
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Call exchange_code in a READ COMMITTED transaction.';
+    END IF;
+    v_id := c.id;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
+            THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
+            ELSE refresh_token_ciphertext END,
+        grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
+        refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = v_id
+    RETURNING * INTO c;
+    UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
+            p.refresh_token_idle_ttl, v_rt_exp, now(),
+            c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
+     WHERE id = v_id;
+    PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
+                         jsonb_build_object('grant_type', p_grant_type));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
+        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
+    RETURN v_id;
+END $$;
+
+-- Presets with a templated host carry allowed_hosts (Salesforce loses
+-- *.force.com, which hosts customers' sites); providers registered from
+-- those presets with the old lists get the new ones.
+COMMENT ON COLUMN oauth.provider_presets.allowed_hosts IS
+    'Hosts ("*.example.com" or exact) that a {placeholder} host in any of the preset''s URLs may name.';
+UPDATE oauth.provider_presets
+   SET allowed_hosts = CASE name
+       WHEN 'salesforce' THEN '{login.salesforce.com,test.salesforce.com,*.my.salesforce.com}'::text[]
+       WHEN 'shopify' THEN '{*.myshopify.com}'::text[]
+       WHEN 'zendesk' THEN '{*.zendesk.com}'::text[] END
+ WHERE name IN ('salesforce', 'shopify', 'zendesk');
+UPDATE oauth.providers p
+   SET allowed_hosts = pr.allowed_hosts, updated_at = now()
+  FROM oauth.provider_presets pr
+ WHERE p.preset = pr.name AND pr.name IN ('salesforce', 'shopify', 'zendesk')
+   AND p.allowed_hosts IN ('{}', '{*.salesforce.com,*.force.com,*.salesforce-setup.com}');
+-- ==== end of security (issue 10)
+
+-- ---- ops (issue 9): backups, copies, standbys --------------------------------
+
+-- a new event: a copy adopted by oauth.adopt_copy()
+ALTER TABLE oauth.events DROP CONSTRAINT events_event_check;
+ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
+                      'created', 'refreshed', 'refresh_failed', 'reauth_required',
+                      'reauthorized', 'revoked', 'deleted', 'token_rejected',
+                      'provider_registered', 'key_rotated',
+                      'copy_adopted'));
+
+-- src/sql/60_operations.sql, except that the database being upgraded is
+-- recorded as the one that refreshes (1.0 recorded nothing).
+-- Where this data refreshes.  One row: the cluster (system identifier, as
+-- pg_control_system() shows it) and the database (oid and name) that may
+-- talk to providers with these grants.  Recorded by CREATE EXTENSION; a
+-- restored dump brings the source's row with it (the BEFORE INSERT trigger
+-- lets the restored row replace the one CREATE EXTENSION wrote), so a copy
+-- knows it is one.  Anywhere else the extension serves still-valid tokens and
+-- sends nothing to any provider until a DBA runs oauth.adopt_copy().  Read by
+-- the C code (src/identity.c), cached per process.
+CREATE TABLE oauth.refresh_home (
+    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    system_identifier  bigint NOT NULL,
+    database_oid       oid NOT NULL,
+    database_name      text NOT NULL,
+    recorded_at        timestamptz NOT NULL DEFAULT now(),
+    recorded_by        text NOT NULL DEFAULT current_user,
+    how                text NOT NULL CHECK (how IN ('create extension', 'upgrade', 'adopt_copy'))
+);
+COMMENT ON TABLE oauth.refresh_home IS
+    'The cluster and database that refresh these grants; elsewhere (a restored copy, a clone) nothing is sent to providers until oauth.adopt_copy().';
+
+-- Internal: every process caches the row (src/identity.c); a change of it
+-- reaches them as a relcache invalidation of the table.
+CREATE FUNCTION oauth._refresh_home_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_refresh_home_changed' LANGUAGE C VOLATILE;
+
+-- One row: a row inserted (CREATE EXTENSION's, a restored one, adopt_copy's)
+-- replaces the one there.
+CREATE FUNCTION oauth._refresh_home_replace() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM oauth.refresh_home;
+    RETURN NEW;
+END $$;
+CREATE FUNCTION oauth._refresh_home_notify() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM oauth._refresh_home_changed();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER refresh_home_replace BEFORE INSERT ON oauth.refresh_home
+    FOR EACH ROW EXECUTE FUNCTION oauth._refresh_home_replace();
+CREATE TRIGGER refresh_home_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON oauth.refresh_home FOR EACH STATEMENT EXECUTE FUNCTION oauth._refresh_home_notify();
+
+INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.datname,
+       'upgrade'
+  FROM pg_catalog.pg_database d
+ WHERE d.datname = pg_catalog.current_database();
+
+-- Restores in the right order: pg_dump loads the data of an extension's
+-- tables in the order of the foreign keys between them, so this key makes a
+-- restore write oauth.refresh_home (the source's row) before any provider or
+-- connection arrives; a copy never sees connections while it still thinks
+-- it is home.
+ALTER TABLE oauth.providers ADD COLUMN refresh_home boolean NOT NULL DEFAULT true
+    REFERENCES oauth.refresh_home (singleton);
+
+-- oauth.adopt_copy(): this database becomes the one that refreshes these
+-- grants.  Run it on a copy only once the original no longer refreshes
+-- (every refresh rotates refresh tokens out from under the other).
+CREATE FUNCTION oauth.adopt_copy() RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old   oauth.refresh_home;
+    sysid bigint;
+    db    oid;
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot adopt a copy on a hot standby'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'A standby follows its primary; after promotion it refreshes by itself.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_subscription_rel
+                WHERE srrelid = 'oauth.connections'::regclass) THEN
+        RAISE EXCEPTION 'this database is a logical replication subscriber of oauth.connections'
+            USING ERRCODE = 'OA006',
+                  HINT = 'Drop the subscription (or its oauth tables) first: the publisher refreshes these grants.';
+    END IF;
+    SELECT system_identifier INTO sysid FROM pg_control_system();
+    SELECT d.oid INTO db FROM pg_database d WHERE d.datname = current_database();
+    SELECT * INTO old FROM oauth.refresh_home;
+    IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
+        RETURN 'already_home';
+    END IF;
+    IF FOUND THEN
+        UPDATE oauth.refresh_home
+           SET system_identifier = sysid, database_oid = db, database_name = current_database(),
+               recorded_at = now(), recorded_by = current_user, how = 'adopt_copy';
+    ELSE
+        INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+        VALUES (sysid, db, current_database(), 'adopt_copy');
+    END IF;
+    PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
+        'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
+                    'system_identifier', old.system_identifier::text,
+                    'database_oid', old.database_oid, 'database', old.database_name) END,
+        'to', jsonb_build_object('system_identifier', sysid::text,
+                                 'database_oid', db, 'database', current_database()),
+        'by', session_user));
+    RETURN 'adopted';
+END $$;
+COMMENT ON FUNCTION oauth.adopt_copy() IS
+    'Make this database the one that refreshes its grants (after a restore, a clone or pg_upgrade); only once the original has stopped refreshing.';
+
+-- 'on', or why nothing is sent to providers from this database.
+CREATE FUNCTION oauth.provider_traffic_status() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_provider_traffic_status' LANGUAGE C STABLE;
+
+-- pg_dump keeps users' data: every row of these tables (and the events'
+-- identity sequence).  The presets (oauth.provider_presets) belong to the
+-- extension and are not dumped; CREATE EXTENSION writes them.
+SELECT pg_catalog.pg_extension_config_dump('oauth.providers', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.connections', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.events', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.code_redemptions', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.refresh_home', '');
+
+REVOKE ALL ON FUNCTION oauth._refresh_home_changed(), oauth._refresh_home_replace(),
+    oauth._refresh_home_notify(), oauth.adopt_copy(), oauth.provider_traffic_status() FROM PUBLIC;
+REVOKE ALL ON TABLE oauth.refresh_home FROM PUBLIC;
+
+-- revoke: a copy or a standby (OA006 from the provider call) stops the
+-- revocation instead of erasing the tokens with remote = failed
+CREATE OR REPLACE FUNCTION oauth.revoke(workspace_id text, connection_id uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    now_row oauth.connections;
+    p oauth.providers;
+    r record;
+    remote text := 'none';
+    err text;
+    tok text;
+    hint text;
+BEGIN
+    -- No row lock across the provider call (the worker must not wait on it);
+    -- if a refresh rotated the token meanwhile, revoke the new one too.
+    c := oauth._connection(workspace_id, connection_id, false);
+    IF c.revoked_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    FOR attempt IN 1..3 LOOP
+        EXIT WHEN p.revoke_url IS NULL;
+        IF c.refresh_token_ciphertext IS NOT NULL THEN
+            tok := oauth._open(c.refresh_token_ciphertext, 'connection/' || c.id || '/refresh');
+            hint := 'refresh_token';
+        ELSE
+            tok := oauth._open(c.access_token_ciphertext, 'connection/' || c.id || '/access');
+            hint := 'access_token';
+        END IF;
+        BEGIN
+            r := oauth._provider_call(c.provider, 'revoke',
+                    jsonb_build_object('token', tok, 'token_type_hint', hint), c.metadata);
+            remote := CASE WHEN r.klass = 'success' THEN 'revoked' ELSE 'failed' END;
+            err := CASE WHEN r.klass <> 'success' THEN r.error END;
+        EXCEPTION WHEN OTHERS THEN
+            -- a cancel is the caller's word, and a copy or a standby sends nothing: stop here
+            IF SQLSTATE IN ('57014', 'OA006') THEN
+                RAISE;
+            END IF;
+            remote := 'failed';
+            err := SQLERRM;
+        END;
+        tok := NULL;
+        SELECT * INTO now_row FROM oauth.connections WHERE id = c.id FOR UPDATE;
+        EXIT WHEN NOT FOUND OR now_row.version = c.version OR now_row.revoked_at IS NOT NULL;
+        c := now_row;
+    END LOOP;
+    UPDATE oauth.connections SET access_token_ciphertext = NULL, refresh_token_ciphertext = NULL,
+           revoked_at = now(), refresh_after = NULL, next_attempt_at = NULL,
+           version = version + 1, updated_at = now()
+     WHERE id = c.id AND revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
+                         jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
+        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
+END $$;
+
+-- Operator counters by provider (src/stats.c): calls to the provider's
+-- endpoints since the start or oauth.stats_reset(), latency percentiles,
+-- and the provider's connections in each state.
+CREATE FUNCTION oauth._provider_counters(
+    OUT provider text, OUT attempts bigint, OUT successes bigint,
+    OUT failures_transient bigint, OUT failures_permanent bigint,
+    OUT latency_p50_ms double precision, OUT latency_p99_ms double precision,
+    OUT since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_provider_counters' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth.provider_stats()
+RETURNS TABLE (provider text, attempts bigint, successes bigint,
+               failures_transient bigint, failures_permanent bigint,
+               latency_p50_ms double precision, latency_p99_ms double precision,
+               connections_active bigint, connections_backing_off bigint,
+               connections_reauth_required bigint, connections_revoked bigint,
+               paused boolean, since timestamptz)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH k AS (SELECT * FROM oauth._provider_counters()),
+    c AS (SELECT c.provider,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NULL) AS active,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NULL
+                                    AND c.next_attempt_at > now()) AS backing_off,
+                 count(*) FILTER (WHERE c.revoked_at IS NULL AND c.reauth_required_at IS NOT NULL) AS reauth,
+                 count(*) FILTER (WHERE c.revoked_at IS NOT NULL) AS revoked
+            FROM oauth.connections c GROUP BY c.provider)
+    SELECT coalesce(p.name, k.provider),
+           coalesce(k.attempts, 0), coalesce(k.successes, 0),
+           coalesce(k.failures_transient, 0), coalesce(k.failures_permanent, 0),
+           k.latency_p50_ms, k.latency_p99_ms,
+           coalesce(c.active, 0), coalesce(c.backing_off, 0),
+           coalesce(c.reauth, 0), coalesce(c.revoked, 0),
+           p.paused_at IS NOT NULL,
+           (SELECT max(since) FROM oauth._provider_counters())
+      FROM oauth.providers p
+      FULL JOIN k ON k.provider = p.name
+      LEFT JOIN c ON c.provider = p.name
+     ORDER BY 1
+$$;
+CREATE FUNCTION oauth.stats_reset() RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_stats_reset' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION oauth._provider_counters(), oauth.provider_stats(), oauth.stats_reset()
+    FROM PUBLIC;

@@ -16,7 +16,8 @@
 #   BENCH_SECONDS     pgbench duration of each part-1 workload (10)
 #   BENCH_ROUNDS      part-1 rounds, every other one in reverse order; the best
 #                     tps of each workload counts (2)
-#   SEED_SQL          the reference seed (../shared/bench/seed_reference.sql)
+#   PG_CONFIG         the PostgreSQL to build and run against (default: Debian's 15)
+#   SEED_SQL          the reference pattern and floor (bench/reference.sql)
 #   STAMPEDE_CLIENTS  sessions in part 2 (200)
 #   STAMPEDE_ROUNDS   stampede rounds in part 2; the median round counts (3)
 #   SWEEP_PASSES      sweeps in part 3; the worst counts (2)
@@ -32,7 +33,7 @@ SRC=$(pwd)
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
-SEED_SQL=${SEED_SQL:-$SRC/../shared/bench/seed_reference.sql}
+SEED_SQL=${SEED_SQL:-$SRC/bench/reference.sql}
 STAMPEDE_CLIENTS=${STAMPEDE_CLIENTS:-200}
 STAMPEDE_ROUNDS=${STAMPEDE_ROUNDS:-3}
 SWEEP_PASSES=${SWEEP_PASSES:-2}
@@ -47,8 +48,11 @@ N_CONN=10000
 N_BIG=1000000
 N_DUE=1000
 
-PG_BIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=$PG_BIN/pg_config
+if [ -z "${PG_CONFIG:-}" ]; then
+    bash scripts/setup.sh
+    PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+fi
+PG_BIN=$("$PG_CONFIG" --bindir)
 DB=postgres
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -59,12 +63,11 @@ if [ "$STAMPEDE_CLIENTS" -gt 290 ]; then
     die "STAMPEDE_CLIENTS must be at most 290 (max_connections = 300)"
 fi
 if [ ! -r "$SEED_SQL" ]; then
-    die "reference seed not found: $SEED_SQL (set SEED_SQL to a copy of seed_reference.sql)"
+    die "reference pattern not found: $SEED_SQL (bench/reference.sql, or set SEED_SQL)"
 fi
 
 # ---- build and install ------------------------------------------------------
-log "setup and install"
-bash scripts/setup.sh
+log "build and install"
 make -s PG_CONFIG=$PG_CONFIG
 make -s PG_CONFIG=$PG_CONFIG install
 

@@ -5,10 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
 
-bash scripts/setup.sh
-export PATH=/usr/lib/postgresql/15/bin:$PATH
-make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config install >/dev/null
+# PG_CONFIG chooses the PostgreSQL to run against (default: Debian's 15)
+if [ -z "${PG_CONFIG:-}" ]; then
+    bash scripts/setup.sh
+    PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+fi
+export PATH=$("$PG_CONFIG" --bindir):$PATH
+make -s PG_CONFIG="$PG_CONFIG"
+make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 
 if [ "$(id -u)" -eq 0 ]; then AS=(runuser -u postgres --); else AS=(); fi
 DIR=$(mktemp -d /tmp/oauth_tokens_demo.XXXXXX)

@@ -35,6 +35,7 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +70,7 @@ char	   *oauth_key_file = NULL;
 
 static OAuthKey *ring = NULL;
 static int	ring_len = 0;
+static int	ring_cap = 0;		/* allocated slots of ring, all wiped on discard */
 static char *ring_path = NULL;
 static struct stat ring_stat;
 static TimestampTz ring_checked_at = 0;	/* last look at the file */
@@ -93,6 +95,29 @@ static MemoryContext open_cache_cxt = NULL;
 
 static PGFunction pgcrypto_encrypt_iv = NULL;
 static PGFunction pgcrypto_decrypt_iv = NULL;
+
+/*
+ * pgcrypto's entry points, both or neither: a load that fails half-way
+ * leaves both NULL and raises, so no caller can reach a NULL pointer.
+ */
+static void
+load_pgcrypto(void)
+{
+	PGFunction	enc;
+	PGFunction	dec;
+
+	if (pgcrypto_encrypt_iv != NULL && pgcrypto_decrypt_iv != NULL)
+		return;
+	enc = (PGFunction) load_external_function("$libdir/pgcrypto", "pg_encrypt_iv", false, NULL);
+	dec = (PGFunction) load_external_function("$libdir/pgcrypto", "pg_decrypt_iv", false, NULL);
+	if (enc == NULL || dec == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not find pgcrypto's pg_encrypt_iv and pg_decrypt_iv"),
+				 errhint("Install pgcrypto (CREATE EXTENSION oauth_tokens CASCADE creates it).")));
+	pgcrypto_encrypt_iv = enc;
+	pgcrypto_decrypt_iv = dec;
+}
 
 /* The key file's path: the setting, or the default in the data directory. */
 static char *
@@ -168,110 +193,240 @@ open_cache_slot(const char *context)
 }
 
 /*
- * Parse the key file into a fresh ring.  Every failure names the setting and
- * the line, never the line's content.
+ * The key file's permissions, by PostgreSQL's rule for ssl_key_file
+ * (be-secure-common.c): a regular file, owned by the server's user with no
+ * group or other access (0600), or owned by root with at most group read
+ * (0640, for keys managed by root and shared through a group).
  */
 static void
-load_ring(const char *path, struct stat *st)
+check_key_file_mode(const char *path, const struct stat *st)
 {
-	FILE	   *f;
-	char		line[1024];
-	int			lineno = 0;
-	OAuthKey   *keys;
-	int			nkeys = 0;
-	int			cap = 4;
-
-	if (st->st_mode & S_IRWXO)
+	if (!S_ISREG(st->st_mode))
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("key file \"%s\" is accessible to other users", path),
-				 errdetail("oauth.key_file must not be readable by every user of the machine."),
-				 errhint("Run chmod 600 on the file, as for a TLS private key.")));
-	f = AllocateFile(path, "r");
-	if (f == NULL)
+				 errmsg("key file \"%s\" is not a regular file", path),
+				 errhint("oauth.key_file must name a regular file.")));
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("key file \"%s\" must be owned by the database user or root", path),
+				 errhint("Change the owner of the file named by oauth.key_file, as for ssl_key_file.")));
+	if ((st->st_uid == geteuid() && (st->st_mode & (S_IRWXG | S_IRWXO))) ||
+		(st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("key file \"%s\" has group or world access", path),
+				 errdetail("oauth.key_file must have permissions u=rw (0600) or less if owned by the database user, or permissions u=rw,g=r (0640) or less if owned by root."),
+				 errhint("Run chmod 600 on the file, as for ssl_key_file.")));
+}
+
+/* Largest key file read: thousands of keys, far more than any ring needs. */
+#define KEY_FILE_MAX (256 * 1024)
+
+/*
+ * Read the whole key file with read(2) into a palloc'd buffer that the
+ * caller wipes; no stdio buffer keeps a copy.  The mode is checked on the
+ * open descriptor, so the file checked is the file read.
+ */
+static char *
+read_key_file(const char *path, int *len)
+{
+	int			fd;
+	struct stat st;
+	char	   *buf;
+	int			n = 0;
+
+	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("could not read key file \"%s\": %m", path),
 				 errhint("Check oauth.key_file and the file's owner and permissions.")));
-
-	keys = MemoryContextAllocZero(TopMemoryContext, cap * sizeof(OAuthKey));
-	while (fgets(line, sizeof(line), f) != NULL)
+	if (fstat(fd, &st) != 0)
 	{
-		char	   *p = line;
-		char	   *colon;
-		char	   *end;
-		uint8		raw[KEY_LEN + 8];
-		int			idlen;
-		int			rawlen;
+		int			save_errno = errno;
 
-		lineno++;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		end = p + strlen(p);
-		while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-			*--end = '\0';
-		if (*p == '\0' || *p == '#')
-			continue;
-		colon = strchr(p, ':');
-		idlen = colon ? colon - p : 0;
-		rawlen = colon ? pg_b64_dec_len(strlen(colon + 1)) : 0;
-		if (colon == NULL || idlen < 1 || idlen > MAX_KEY_ID ||
-			strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != idlen ||
-			rawlen > (int) sizeof(raw) ||
-			(rawlen = oauth_b64_decode(colon + 1, strlen(colon + 1), raw, sizeof(raw))) != KEY_LEN)
-		{
-			FreeFile(f);
-			explicit_bzero(line, sizeof(line));
-			pfree(keys);
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("malformed key in key file \"%s\" line %d", path, lineno),
-					 errdetail("Each line of oauth.key_file must be key_id:base64 of 32 random bytes."),
-					 errhint("Create a key with: echo \"k1:$(openssl rand -base64 32)\" > oauth_tokens.keys")));
-		}
-		for (int i = 0; i < nkeys; i++)
-			if (strlen(keys[i].id) == idlen && strncmp(keys[i].id, p, idlen) == 0)
-			{
-				FreeFile(f);
-				explicit_bzero(line, sizeof(line));
-				explicit_bzero(raw, sizeof(raw));
-				pfree(keys);
-				ereport(ERROR,
-						(errcode(ERRCODE_CONFIG_FILE_ERROR),
-						 errmsg("duplicate key id in key file \"%s\" line %d", path, lineno),
-						 errhint("Each key in oauth.key_file needs its own id.")));
-			}
-		if (nkeys == cap)
-		{
-			cap *= 2;
-			keys = repalloc(keys, cap * sizeof(OAuthKey));
-		}
-		memcpy(keys[nkeys].id, p, idlen);
-		keys[nkeys].id[idlen] = '\0';
-		hmac_sha256(raw, KEY_LEN, (const uint8 *) "oauth_tokens/enc", 16, NULL, 0, keys[nkeys].enc);
-		hmac_sha256(raw, KEY_LEN, (const uint8 *) "oauth_tokens/mac", 16, NULL, 0, keys[nkeys].mac);
-		explicit_bzero(raw, sizeof(raw));
-		nkeys++;
-	}
-	explicit_bzero(line, sizeof(line));
-	FreeFile(f);
-	if (nkeys == 0)
-	{
-		pfree(keys);
+		CloseTransientFile(fd);
+		errno = save_errno;
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("key file \"%s\" holds no key", path),
-				 errhint("Create a key with: echo \"k1:$(openssl rand -base64 32)\" > oauth_tokens.keys")));
+				 errmsg("could not stat key file \"%s\": %m", path)));
 	}
+	PG_TRY();
+	{
+		check_key_file_mode(path, &st);
+		if (st.st_size > KEY_FILE_MAX)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("key file \"%s\" is larger than %d bytes", path, KEY_FILE_MAX)));
+	}
+	PG_CATCH();
+	{
+		CloseTransientFile(fd);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	buf = MemoryContextAllocZero(TopMemoryContext, KEY_FILE_MAX + 1);
+	for (;;)
+	{
+		ssize_t		r = read(fd, buf + n, KEY_FILE_MAX - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+		{
+			int			save_errno = errno;
+
+			explicit_bzero(buf, n);
+			pfree(buf);
+			CloseTransientFile(fd);
+			errno = save_errno;
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("could not read key file \"%s\": %m", path)));
+		}
+		if (r == 0 || n + r >= KEY_FILE_MAX)
+		{
+			n += r;
+			break;
+		}
+		n += r;
+	}
+	CloseTransientFile(fd);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/*
+ * Parse one key line (trimmed, NUL-terminated) into key; false if it is
+ * malformed.  Wipes its decoded bytes whatever the outcome.
+ */
+static bool
+parse_key_line(char *p, OAuthKey *key)
+{
+	char	   *colon = strchr(p, ':');
+	uint8		raw[KEY_LEN + 8];
+	int			idlen;
+	int			rawlen;
+	bool		ok;
+
+	idlen = colon ? colon - p : 0;
+	rawlen = colon ? pg_b64_dec_len(strlen(colon + 1)) : 0;
+	ok = colon != NULL && idlen >= 1 && idlen <= MAX_KEY_ID &&
+		strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == idlen &&
+		rawlen <= (int) sizeof(raw) &&
+		oauth_b64_decode(colon + 1, strlen(colon + 1), raw, sizeof(raw)) == KEY_LEN;
+	if (ok)
+	{
+		memcpy(key->id, p, idlen);
+		key->id[idlen] = '\0';
+		hmac_sha256(raw, KEY_LEN, (const uint8 *) "oauth_tokens/enc", 16, NULL, 0, key->enc);
+		hmac_sha256(raw, KEY_LEN, (const uint8 *) "oauth_tokens/mac", 16, NULL, 0, key->mac);
+	}
+	explicit_bzero(raw, sizeof(raw));
+	return ok;
+}
+
+/* Wipe and free a ring. */
+static void
+free_ring(OAuthKey *keys, int cap)
+{
+	if (keys == NULL)
+		return;
+	explicit_bzero(keys, cap * sizeof(OAuthKey));
+	pfree(keys);
+}
+
+/*
+ * Parse the key file into a fresh ring.  Every failure names the setting and
+ * the line, never the line's content; the file's bytes and every key parsed
+ * so far are wiped on every path, error or not.
+ */
+static void
+load_ring(const char *path, struct stat *st)
+{
+	char	   *volatile buf = NULL;
+	int			len = 0;
+	OAuthKey   *volatile keys = NULL;
+	volatile int cap = 4;
+	int			nkeys = 0;
+
+	PG_TRY();
+	{
+		char	   *line;
+		char	   *next;
+		int			lineno = 0;
+
+		buf = read_key_file(path, &len);
+		keys = MemoryContextAllocZero(TopMemoryContext, cap * sizeof(OAuthKey));
+		for (line = buf; line != NULL && line < buf + len; line = next)
+		{
+			char	   *p = line;
+			char	   *end;
+
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = '\0';
+			lineno++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			end = p + strlen(p);
+			while (end > p && (end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+				*--end = '\0';
+			if (*p == '\0' || *p == '#')
+				continue;
+			if (nkeys == cap)
+			{
+				OAuthKey   *bigger = MemoryContextAllocZero(TopMemoryContext,
+															2 * cap * sizeof(OAuthKey));
+
+				memcpy(bigger, keys, cap * sizeof(OAuthKey));
+				free_ring(keys, cap);
+				keys = bigger;
+				cap *= 2;
+			}
+			if (!parse_key_line(p, &keys[nkeys]))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONFIG_FILE_ERROR),
+						 errmsg("malformed key in key file \"%s\" line %d", path, lineno),
+						 errdetail("Each line of oauth.key_file must be key_id:base64 of 32 random bytes."),
+						 errhint("Create a key with: echo \"k1:$(openssl rand -base64 32)\" > oauth_tokens.keys")));
+			for (int i = 0; i < nkeys; i++)
+				if (strcmp(keys[i].id, keys[nkeys].id) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_CONFIG_FILE_ERROR),
+							 errmsg("duplicate key id in key file \"%s\" line %d", path, lineno),
+							 errhint("Each key in oauth.key_file needs its own id.")));
+			nkeys++;
+		}
+		if (nkeys == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("key file \"%s\" holds no key", path),
+					 errhint("Create a key with: echo \"k1:$(openssl rand -base64 32)\" > oauth_tokens.keys")));
+	}
+	PG_CATCH();
+	{
+		if (buf)
+		{
+			explicit_bzero(buf, KEY_FILE_MAX + 1);
+			pfree(buf);
+		}
+		free_ring(keys, cap);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	explicit_bzero(buf, KEY_FILE_MAX + 1);
+	pfree(buf);
 
 	if (ring)
-	{
-		explicit_bzero(ring, ring_len * sizeof(OAuthKey));
-		pfree(ring);
-	}
+		free_ring(ring, ring_cap);
 	open_cache_clear();
 	ring = keys;
 	ring_len = nkeys;
+	ring_cap = cap;
 	ring_stat = *st;
 	if (ring_path)
 		pfree(ring_path);
@@ -305,13 +460,10 @@ ensure_ring(bool force)
 	{
 		int			save_errno = errno;
 
-		if (ring)
-		{
-			explicit_bzero(ring, ring_len * sizeof(OAuthKey));
-			pfree(ring);
-			ring = NULL;
-			ring_len = 0;
-		}
+		free_ring(ring, ring_cap);
+		ring = NULL;
+		ring_len = 0;
+		ring_cap = 0;
 		open_cache_clear();
 		errno = save_errno;
 		ereport(ERROR,
@@ -336,13 +488,7 @@ ensure_ring(bool force)
 	ring_checked_setting = MemoryContextStrdup(TopMemoryContext,
 											   oauth_key_file ? oauth_key_file : "");
 
-	if (pgcrypto_encrypt_iv == NULL)
-	{
-		pgcrypto_encrypt_iv = (PGFunction)
-			load_external_function("$libdir/pgcrypto", "pg_encrypt_iv", true, NULL);
-		pgcrypto_decrypt_iv = (PGFunction)
-			load_external_function("$libdir/pgcrypto", "pg_decrypt_iv", true, NULL);
-	}
+	load_pgcrypto();
 }
 
 /* Make the next use of the key ring look at the file again. */
@@ -532,7 +678,8 @@ oauth_open(bytea *ciphertext, const char *context)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("stored secret does not belong to this row"),
-				 errdetail("Its authentication tag does not match; the ciphertext was altered or copied from another row.")));
+				 errdetail("Its authentication tag does not match: the ciphertext was altered or copied from another row, or the key ring holds a different key under the id \"%s\".", keyid),
+				 errhint("After a restore or on a copy, oauth.key_file must be the key ring of the source server.")));
 
 	idlen = p[1];
 	keyb = bytea_from(key->enc, KEY_LEN);

@@ -33,6 +33,8 @@
 #include "compat.h"
 #include "crypto.h"
 #include "errors.h"
+#include "identity.h"
+#include "privileges.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "store.h"
@@ -42,6 +44,7 @@ PG_FUNCTION_INFO_V1(oauth_token_rejected);
 PG_FUNCTION_INFO_V1(oauth_refresh);
 PG_FUNCTION_INFO_V1(oauth_refresh_due);
 PG_FUNCTION_INFO_V1(oauth_stats);
+PG_FUNCTION_INFO_V1(oauth_refresh_jobs);
 PG_FUNCTION_INFO_V1(oauth_seal_sql);
 PG_FUNCTION_INFO_V1(oauth_open_sql);
 PG_FUNCTION_INFO_V1(oauth_key_id_sql);
@@ -70,6 +73,7 @@ require_service(void)
 	pid_t		pid;
 	Oid			dboid;
 
+	oauth_require_traffic();	/* standby, copy, subscriber, switched off */
 	if (!oauth_shmem_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
@@ -123,7 +127,7 @@ release_holds(int code, Datum arg)
 		if (e == NULL)
 			continue;
 		e->nwaiters--;
-		if (e->nwaiters <= 0 && e->state == RS_DONE)
+		if (e->nwaiters <= 0 && e->state == RJ_DONE)
 			hash_search(oauth_requests, &h->ids[i], HASH_REMOVE, NULL);
 	}
 	LWLockRelease(oauth_shared->lock);
@@ -250,7 +254,7 @@ post_background(const pg_uuid_t *id, int64 version)
 	{
 		RefreshEntry *e = hash_search(oauth_requests, id, HASH_FIND, NULL);
 
-		ready = (e == NULL || e->state == RS_DONE);
+		ready = (e == NULL || e->state == RJ_DONE);
 	}
 	LWLockRelease(oauth_shared->lock);
 	if (!ready)
@@ -355,8 +359,31 @@ decrypt_access(const ConnSnapshot *snap, const pg_uuid_t *id)
 }
 
 /*
+ * The validity a caller may ask of this token: min_validity, capped at half
+ * the lifetime the provider grants (expires_at - refreshed_at of the last
+ * answer, default_lifetime included).  Asking for more than the provider
+ * gives would make every call a refresh: the newest token is served.
+ */
+static int64
+validity_wanted(const ConnSnapshot *snap, int64 min_validity)
+{
+	if (snap->has_expires && snap->has_refreshed_at &&
+		snap->expires_at > snap->refreshed_at)
+	{
+		int64		half = (snap->expires_at - snap->refreshed_at) / 2;
+
+		return Min(min_validity, half);
+	}
+	return min_validity;
+}
+
+/*
  * oauth.valid_token(workspace_id, connection_id, min_validity): see SPEC 5.
  * Fast path: one index probe, one decrypt.
+ *
+ * No refresh storm: a token is served without a refresh when it is valid
+ * for the validity wanted (validity_wanted), or when it is valid and was
+ * obtained after this call began (by our own wait or anyone's refresh).
  */
 Datum
 oauth_valid_token(PG_FUNCTION_ARGS)
@@ -367,6 +394,7 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 	ConnSnapshot snap;
 	WaitResult	res;
 	bool		refreshed = false;
+	TimestampTz call_start = GetCurrentTimestamp();
 
 	REQUIRE_ARG(0, "workspace_id");
 	REQUIRE_ARG(1, "connection_id");
@@ -403,8 +431,10 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 			report_reauth(snap.last_error);
 
 		now = GetCurrentTimestamp();
-		if (!snap.has_expires || snap.expires_at - now >= min_validity ||
-			(refreshed && snap.expires_at > now))
+		if (!snap.has_expires ||
+			snap.expires_at - now >= validity_wanted(&snap, min_validity) ||
+			(snap.expires_at > now &&
+			 (refreshed || (snap.has_refreshed_at && snap.refreshed_at >= call_start))))
 		{
 			/* fresh enough; inside the refresh window, revalidate in background */
 			if (snap.has_refresh_after && now >= snap.refresh_after && !refreshed)
@@ -555,6 +585,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	char	  **providers = NULL;
 	WaitResult *results;
 	MemoryContext caller = CurrentMemoryContext;
+	OwnerSwitch owner;
 
 	REQUIRE_ARG(0, "max_connections");
 	max_conn = PG_GETARG_INT32(0);
@@ -565,6 +596,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	require_service();
 
+	oauth_become_owner(fcinfo, &owner);	/* the tables are the owner's */
 	SPI_connect();
 	{
 		Datum		arg = Int32GetDatum(max_conn);
@@ -597,6 +629,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 		}
 	}
 	SPI_finish();
+	oauth_restore_user(&owner);
 
 	if (n == 0)
 		return (Datum) 0;
@@ -633,6 +666,56 @@ oauth_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < ST_NUM; i++)
 		values[i] = Int64GetDatum((int64) pg_atomic_read_u64(&oauth_shared->stats[i]));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * oauth.refresh_jobs(): the refresh jobs in the shared request table, one
+ * row each, with their state (shmem.h).  Ids and states only, no secret.
+ */
+Datum
+oauth_refresh_jobs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RefreshEntry *copy;
+	RefreshEntry *e;
+	HASH_SEQ_STATUS st;
+	int			n = 0;
+	int			cap;
+
+	if (!oauth_shmem_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
+				 errmsg("oauth_tokens must be loaded via shared_preload_libraries")));
+	InitMaterializedSRF(fcinfo, 0);
+
+	/* copy under the lock, build tuples after */
+	LWLockAcquire(oauth_shared->lock, LW_SHARED);
+	cap = Max(1, (int) hash_get_num_entries(oauth_requests));
+	copy = palloc(sizeof(RefreshEntry) * cap);
+	hash_seq_init(&st, oauth_requests);
+	while ((e = hash_seq_search(&st)) != NULL)
+	{
+		if (n < cap)
+			copy[n++] = *e;
+	}
+	LWLockRelease(oauth_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		e = &copy[i];
+		values[0] = UUIDPGetDatum(&e->id);
+		values[1] = CStringGetTextDatum(refresh_job_state_names[e->state]);
+		values[2] = CStringGetTextDatum((e->flags & REQ_SWEEP) ? "sweep" : "caller");
+		values[3] = BoolGetDatum((e->flags & REQ_FORCE) != 0);
+		values[4] = BoolGetDatum((e->flags & REQ_REJECTED) != 0);
+		values[5] = Int32GetDatum(e->nwaiters);
+		values[6] = TimestampTzGetDatum(e->state_since);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /* oauth._seal(plaintext, context): internal, owner only. */

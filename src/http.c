@@ -13,7 +13,9 @@
  * the peer's certificate and host name verified (oauth.ca_file for private
  * CAs), no redirects, a whole-request timeout (oauth.http_timeout), response
  * bodies capped at 1 MiB.  curl allocates with malloc; nothing here hands it
- * palloc, and no callback can raise an error.
+ * palloc, and no callback can raise an error or palloc: the body is
+ * gathered in malloc'd memory and copied into palloc'd memory only after
+ * curl has finished with the call.
  *
  *-------------------------------------------------------------------------
  */
@@ -91,19 +93,59 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 	return 0;
 }
 
+/*
+ * Body bytes from curl.  Runs inside libcurl: no palloc, no ereport (an
+ * out-of-memory ERROR would longjmp through curl's frames), so the body is
+ * gathered in malloc'd memory, grown by copy-and-wipe (it holds tokens),
+ * and moved into palloc'd memory by http_next_done once curl is done.
+ */
 static size_t
 write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	HttpCall   *call = (HttpCall *) userdata;
 	size_t		n = size * nmemb;
 
-	if (call->response.len + n > OAUTH_MAX_BODY)
+	if (call->rlen + n > OAUTH_MAX_BODY)
 	{
 		call->too_large = true;
 		return 0;				/* makes curl fail the transfer */
 	}
-	appendBinaryStringInfo(&call->response, ptr, n);
+	if (call->rlen + n > call->rcap)
+	{
+		size_t		cap = Max(call->rcap * 2, 16384);
+		char	   *bigger;
+
+		while (cap < call->rlen + n)
+			cap *= 2;
+		cap = Min(cap, (size_t) OAUTH_MAX_BODY);
+		bigger = malloc(cap);
+		if (bigger == NULL)
+			return 0;			/* curl fails the transfer: a write error */
+		if (call->rbuf)
+		{
+			memcpy(bigger, call->rbuf, call->rlen);
+			explicit_bzero(call->rbuf, call->rlen);
+			free(call->rbuf);
+		}
+		call->rbuf = bigger;
+		call->rcap = cap;
+	}
+	memcpy(call->rbuf + call->rlen, ptr, n);
+	call->rlen += n;
 	return n;
+}
+
+/* Drop the malloc'd body, wiping it. */
+static void
+drop_rbuf(HttpCall *call)
+{
+	if (call->rbuf)
+	{
+		explicit_bzero(call->rbuf, call->rlen);
+		free(call->rbuf);
+	}
+	call->rbuf = NULL;
+	call->rlen = call->rcap = 0;
 }
 
 static size_t
@@ -288,6 +330,16 @@ http_next_done(void)
 		call->result = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
 		curl_multi_remove_handle(multi, msg->easy_handle);
+		/* curl is done with this call: its body moves to palloc'd memory */
+		{
+			MemoryContext old = MemoryContextSwitchTo(http_cxt);
+
+			resetStringInfo(&call->response);
+			if (call->rlen > 0)
+				appendBinaryStringInfo(&call->response, call->rbuf, (int) call->rlen);
+			MemoryContextSwitchTo(old);
+			drop_rbuf(call);
+		}
 		return call;
 	}
 	return NULL;
@@ -310,6 +362,7 @@ http_free(HttpCall *call)
 		explicit_bzero(call->body, call->body_len);
 		free(call->body);
 	}
+	drop_rbuf(call);
 	if (call->response.data)
 	{
 		explicit_bzero(call->response.data, call->response.len);

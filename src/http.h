@@ -18,7 +18,11 @@ typedef struct HttpCall
 	struct curl_slist *headers;
 	char	   *body;			/* request body (malloc'd; wiped on free) */
 	size_t		body_len;
-	StringInfoData response;	/* capped at OAUTH_MAX_BODY */
+	StringInfoData response;	/* the body, palloc'd once curl is done */
+	char	   *rbuf;			/* the body while curl runs: malloc'd, capped
+								 * at OAUTH_MAX_BODY, wiped when dropped */
+	size_t		rlen;
+	size_t		rcap;
 	bool		too_large;
 	long		status;
 	char		retry_after[32];

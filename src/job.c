@@ -46,9 +46,11 @@
 
 #include "crypto.h"
 #include "http.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 #include "store.h"
 #include "worker.h"
 
@@ -142,7 +144,10 @@ prepare_plans(void)
 	plan_rejected = prepare_saved(
 		"UPDATE oauth.connections SET expires_at = LEAST(expires_at, now()), "
 		"  refresh_after = LEAST(refresh_after, now()), updated_at = now() "
-		" WHERE id = $1 AND version = $2",
+		" WHERE id = $1 AND version = $2 "
+		"   AND (expires_at IS NULL OR expires_at > now() "
+		"        OR refresh_after IS NULL OR refresh_after > now()) "
+		"RETURNING workspace_id, provider",
 		2, (Oid[]) {UUIDOID, INT8OID});
 }
 
@@ -161,9 +166,30 @@ job_create(const pg_uuid_t *id, const RefreshEntry *e)
 	job->cxt = cxt;
 	job->id = *id;
 	job->gen = e->gen;
+	job->state = RJ_QUEUED;
 	job->seen_version = e->seen_version;
 	job->flags = e->flags;
+	job->rejected_version = e->rejected_version;
 	return job;
+}
+
+/*
+ * Move a job to state, and its entry with it while the entry still has the
+ * job's generation (a kept answer's entry may have moved on).  DONE is set
+ * through job_notify(), which also gives the entry its outcome.
+ */
+void
+job_set_state(Job *job, RefreshJobState state)
+{
+	RefreshEntry *e;
+
+	Assert(state != RJ_DONE);
+	job->state = state;
+	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
+	e = hash_search(oauth_requests, &job->id, HASH_FIND, NULL);
+	if (e && e->gen == job->gen && e->state != RJ_DONE)
+		oauth_set_state_locked(e, state);
+	LWLockRelease(oauth_shared->lock);
 }
 
 /* Give a job's outcome to its entry and wake the entry's waiters. */
@@ -176,12 +202,14 @@ job_notify(Job *job)
 	if (job->notified)
 		return;
 	job->notified = true;
+	if (!job->write_pending)
+		job->state = RJ_DONE;
 
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 	e = hash_search(oauth_requests, &job->id, HASH_FIND, NULL);
 	if (e && e->gen == job->gen)
 	{
-		e->state = RS_DONE;
+		oauth_set_state_locked(e, RJ_DONE);
 		e->done_gen = job->gen;
 		e->outcome = job->outcome;
 		e->next_attempt = job->outcome == RO_TRANSIENT ? job->next_attempt : 0;
@@ -200,6 +228,10 @@ void
 job_publish(Job *job)
 {
 	job_notify(job);
+	if (job->call)
+		oauth_stats_call(job->provider, job->outcome, job->started, job->answered_at);
+	job->state = RJ_DONE;
+	queue_forget(job);
 
 	switch (job->outcome)
 	{
@@ -236,9 +268,77 @@ getstr(HeapTuple t, TupleDesc d, int col)
 }
 
 /*
- * Read the row and build the request.  On return either job->call is set
- * (started) or job->finished with an outcome, or neither (deferred: the
- * provider is at its limit).  Runs in a subtransaction, in job->cxt.
+ * Mark the token a caller reported refused (token_rejected) as expired, so
+ * that it is never served again, whatever becomes of the refresh: queued
+ * behind others, in flight, failed, or its provider paused.  Once per
+ * refused version; a no-op when the row moved on.  Inside a batch.
+ */
+static void
+mark_rejected(Job *job)
+{
+	Datum		rv[2];
+
+	if (!(job->flags & REQ_REJECTED) || job->rejected_version <= job->rejected_marked)
+		return;
+	prepare_plans();
+	rv[0] = UUIDPGetDatum(&job->id);
+	rv[1] = Int64GetDatum(job->rejected_version);
+	if (exec_plan(plan_rejected, rv, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not mark a rejected token");
+	if (SPI_processed > 0)
+	{
+		char	   *ws = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *prov = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		add_event(ws, &job->id, prov, "token_rejected", "{}");
+	}
+	job->rejected_marked = job->rejected_version;
+}
+
+static void
+mark_rejected_in_cxt(Job *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	mark_rejected(job);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Jobs that a caller's token_rejected reached (new or joined, in any
+ * state): mark their refused tokens now, one batch, before anything else
+ * is sent.  A job whose row is locked is marked again when it is prepared
+ * or finished.
+ */
+void
+jobs_mark_rejected(List *jobs)
+{
+	ListCell   *lc;
+
+	if (jobs == NIL)
+		return;
+	begin_work("oauth_tokens: marking refused tokens");
+	foreach(lc, jobs)
+	{
+		Job		   *job = lfirst(lc);
+		bool		failed;
+		char	   *err;
+
+		if (job->idstr == NULL)
+			job->idstr = MemoryContextStrdup(job->cxt, oauth_uuid_str(&job->id));
+		run_isolated(job, mark_rejected_in_cxt, &failed, &err, NULL);
+		if (failed)
+			ereport(LOG,
+					(errmsg("oauth_tokens: could not yet mark a refused token: %s", err)));
+	}
+	end_work();
+}
+
+/*
+ * Read the row and build the request.  On return the job is SENDING
+ * (job->call is set), ANSWERED (a failure to record: job->ans), DONE (an
+ * outcome, nothing to record), or still QUEUED (deferred: its provider is
+ * at its limit).  Runs in a subtransaction, in job->cxt.
  */
 static void
 prepare_job(Job *job)
@@ -255,19 +355,31 @@ prepare_job(Job *job)
 	Jsonb	   *metadata;
 	TokenRequest req;
 	ArrayType  *scope_arr;
+	const char *blocked;
+
+	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
+	if (!oauth_traffic_allowed(&blocked))
+	{
+		job->state = RJ_DONE;
+		job->outcome = RO_UNAVAILABLE;
+		job->message = pstrdup(blocked);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	prepare_plans();
 	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read connection");
 	if (SPI_processed == 0)
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_NOT_FOUND;
 		MemoryContextSwitchTo(old);
 		return;
 	}
 	t = SPI_tuptable->vals[0];
 	d = SPI_tuptable->tupdesc;
+	mark_rejected(job);			/* runs its own statement: t stays valid */
 	job->workspace_id = getstr(t, d, 1);
 	job->provider = getstr(t, d, 2);
 	{
@@ -277,14 +389,14 @@ prepare_job(Job *job)
 	}
 	if (DatumGetBool(SPI_getbinval(t, d, 8, &isnull)))
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_REVOKED;
 		MemoryContextSwitchTo(old);
 		return;
 	}
 	if (DatumGetBool(SPI_getbinval(t, d, 9, &isnull)))
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_REAUTH;
 		job->message = getstr(t, d, 10);
 		MemoryContextSwitchTo(old);
@@ -292,7 +404,7 @@ prepare_job(Job *job)
 	}
 	if (DatumGetBool(SPI_getbinval(t, d, 22, &isnull)))
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_PROVIDER;
 		job->message = psprintf("provider paused: %s", getstr(t, d, 23));
 		if (exec_plan(plan_hold_off, &arg, NULL, false, 0) != SPI_OK_UPDATE)
@@ -302,7 +414,7 @@ prepare_job(Job *job)
 	}
 	if (DatumGetInt64(SPI_getbinval(t, d, 3, &isnull)) != job->seen_version)
 	{
-		job->finished = true;
+		job->state = RJ_DONE;
 		job->outcome = RO_NOT_NEEDED;
 		MemoryContextSwitchTo(old);
 		return;
@@ -349,9 +461,18 @@ prepare_job(Job *job)
 	{
 		Datum		rt = SPI_getbinval(t, d, 5, &isnull);
 
+		if (isnull && oauth_access_still_valid(&job->id))
+		{
+			/* nothing to refresh with, but the token is not dead yet */
+			job->state = RJ_DONE;
+			job->outcome = RO_NOT_NEEDED;
+			job->message = pstrdup("no refresh token; the access token is used until it expires");
+			MemoryContextSwitchTo(old);
+			return;
+		}
 		if (isnull)
 		{
-			job->finished = true;
+			job->state = RJ_ANSWERED;
 			job->outcome = RO_REAUTH;
 			job->message = pstrdup("no refresh token stored");
 			job->ans.klass = RO_REAUTH;
@@ -385,21 +506,6 @@ prepare_job(Job *job)
 		fields[nf++] = (FormField) {"scope", joined.data};
 	}
 
-	if (job->flags & REQ_REJECTED)
-	{
-		Datum		rv[2];
-
-		/*
-		 * The provider refused this token: it is not served again, even if
-		 * the refresh fails (callers then get OA003, not a dead token).
-		 */
-		rv[0] = arg;
-		rv[1] = Int64GetDatum(job->seen_version);
-		if (exec_plan(plan_rejected, rv, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not mark a rejected token");
-		add_event(job->workspace_id, &job->id, job->provider, "token_rejected", "{}");
-	}
-
 	build_token_request(&job->conf, metadata, fields, nf, true, &req);
 	job->call = http_start("POST", req.url, req.headers, req.nheaders,
 						   req.body.data, req.body.len, job);
@@ -412,10 +518,9 @@ prepare_job(Job *job)
 }
 
 /*
- * Step 1 for one job, inside a batch (begin_work).  On return job->call is
- * set (started), or job->finished with an outcome, or neither (deferred:
- * its provider is at its limit).  A failure here is a transient failure to
- * record (job->ans), not an error.
+ * Step 1 for one job, inside a batch (begin_work): see prepare_job for the
+ * states it leaves the job in.  A failure here is a transient failure to
+ * record (job->ans, ANSWERED), not an error.
  */
 void
 job_prepare(Job *job)
@@ -429,7 +534,7 @@ job_prepare(Job *job)
 	if (failed)
 	{
 		/* the row or its provider could not be used: a failure to record */
-		job->finished = true;
+		job->state = RJ_ANSWERED;
 		job->outcome = RO_TRANSIENT;
 		job->ans.klass = RO_TRANSIENT;
 		job->ans.message = err;
@@ -443,9 +548,9 @@ job_prepare(Job *job)
 }
 
 /*
- * Jobs that finished before any HTTP call: those with an answer to record
- * (a failure in step 1) go through step 3; the others are published as
- * they are.  Outside any batch.
+ * Jobs that ended before any HTTP call: ANSWERED ones have a result to
+ * record (a failure in step 1) and go through step 3; DONE ones are
+ * published as they are.  Outside any batch.
  */
 void
 jobs_conclude(List *done)
@@ -457,7 +562,7 @@ jobs_conclude(List *done)
 	{
 		Job		   *job = lfirst(lc);
 
-		if (job->ans.klass != RO_NONE)
+		if (job->state == RJ_ANSWERED)
 			to_finish = lappend(to_finish, job);
 		else
 			job_publish(job);
@@ -482,6 +587,8 @@ finish_job(Job *job)
 	char	   *detail;
 
 	prepare_plans();
+	if (a->klass != RO_REFRESHED)
+		mark_rejected(job);		/* not yet done if its row was locked */
 	if (a->klass == RO_PROVIDER && url_host_templated(job->conf.token_url))
 	{
 		/*
@@ -635,11 +742,13 @@ jobs_finish(List *done)
 		{
 			if (!job->write_pending)
 			{
+				/* waiters hear at once; the job stays ANSWERED, kept */
 				job->outcome = RO_TRANSIENT;
 				job->message = pstrdup("the connection's row is locked by another transaction; "
 									   "the new token is stored once it is released");
-				job_notify(job);
 				job->write_pending = true;
+				job_notify(job);
+				queue_forget(job);
 			}
 			if (dlist_is_empty(&pending_writes) && next_write_retry < GetCurrentTimestamp())
 				next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
@@ -736,6 +845,7 @@ jobs_collect_finished(void)
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		queue_left_running(job);
+		job_set_state(job, RJ_ANSWERED);
 		done = lappend(done, job);
 	}
 	jobs_finish(done);
@@ -747,4 +857,16 @@ bool
 jobs_writes_pending(void)
 {
 	return !dlist_is_empty(&pending_writes);
+}
+
+/* How many answers are kept, waiting for their rows. */
+int
+jobs_kept(void)
+{
+	dlist_iter	it;
+	int			n = 0;
+
+	dlist_foreach(it, &pending_writes)
+		n++;
+	return n;
 }

@@ -33,8 +33,10 @@
 #include "crypto.h"
 #include "errors.h"
 #include "http.h"
+#include "identity.h"
 #include "provider.h"
 #include "shmem.h"
+#include "stats.h"
 
 PG_FUNCTION_INFO_V1(oauth_provider_call);
 PG_FUNCTION_INFO_V1(oauth_claim_code);
@@ -136,6 +138,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	Datum		values[9];
 	bool		nulls[9] = {0};
 	bool		revoke;
+	TimestampTz started;
 	MemoryContext caller = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
@@ -146,6 +149,7 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	fields_j = PG_GETARG_JSONB_P(2);
 	metadata = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	revoke = strcmp(kind, "revoke") == 0;
+	oauth_require_traffic();
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
@@ -172,9 +176,9 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	build_token_request(&conf, metadata, fields, nfields, false, &req);
 	for (int i = 0; i < nfields; i++)
 		explicit_bzero((char *) fields[i].value, strlen(fields[i].value));
+	started = GetCurrentTimestamp();
 	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
 	wipe_token_request(&req);
-	provider_conf_wipe(&conf);
 
 	if (revoke)
 	{
@@ -199,6 +203,8 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
+	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
+	oauth_stats_call(provider, ans.klass, started, GetCurrentTimestamp());
 	http_free(call);
 
 	values[0] = CStringGetTextDatum(klass_name(ans.klass));
@@ -240,6 +246,7 @@ oauth_claim_code(PG_FUNCTION_ARGS)
 
 	if (VARSIZE_ANY_EXHDR(h) != 32)
 		elog(ERROR, "code hash must be 32 bytes");
+	oauth_require_traffic();	/* a code is never claimed where it cannot be sent */
 	if (!oauth_shmem_available())
 		PG_RETURN_BOOL(true);
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);

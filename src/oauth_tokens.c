@@ -27,8 +27,10 @@
 
 #include "compat.h"
 #include "crypto.h"
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
+#include "stats.h"
 
 OAUTH_MODULE_MAGIC;
 
@@ -95,6 +97,7 @@ _PG_init(void)
 								   "Database the oauth_tokens background worker connects to.",
 								   NULL, &oauth_database, "postgres",
 								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	oauth_identity_define_gucs();
 	MarkGUCPrefixReserved("oauth");
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -103,5 +106,6 @@ _PG_init(void)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		ereport(ERROR, (errmsg("could not initialize libcurl")));
 	oauth_shmem_request();
+	oauth_stats_shmem_init();
 	oauth_register_worker();
 }

@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
@@ -44,6 +46,7 @@ typedef struct Field
 {
 	char	   *name;
 	char	   *value;
+	int			len;			/* bytes of value; a NUL before it is refused */
 	bool		is_string;
 } Field;
 
@@ -110,9 +113,104 @@ cs_scalar(void *state, char *token, JsonTokenType tokentype)
 	else
 		return OAUTH_JSON_OK;
 	f->value = pstrdup(token);
+	f->len = strlen(token);
 	f->is_string = (tokentype == JSON_TOKEN_STRING);
 	cs->fields = lappend(cs->fields, f);
 	return OAUTH_JSON_OK;
+}
+
+/*
+ * Hostile answers.  Before any provider string reaches text, jsonb, an
+ * event, an error or a NOTIFY payload:
+ *	  - the body must be valid UTF-8 without NUL bytes (RFC 8259), and JSON
+ *	    nested at most JSON_MAX_DEPTH deep (checked by a scan before the
+ *	    parser runs, so its recursion never reaches the stack-depth ERROR);
+ *	    otherwise it is treated as a body that is neither JSON nor a form;
+ *	  - tokens are 1..OAUTH_MAX_TOKEN bytes of printable ASCII (RFC 6749
+ *	    appendix A: VSCHAR); otherwise the answer is a transient failure;
+ *	  - other strings (error, error_description, scope, kept fields) must be
+ *	    NUL-free and valid in the database encoding (ASCII where that is not
+ *	    UTF-8) and within their bound; error texts are then clipped on a
+ *	    character boundary with control characters replaced, scope and kept
+ *	    fields that fail are ignored;
+ *	  - expires_in and refresh_token_expires_in count only as a number (or
+ *	    numeric string) of seconds from 0 to OAUTH_MAX_EXPIRES_IN, fractions
+ *	    rounded down; anything else (negative, 1e300, NaN, text) is ignored
+ *	    as if absent, so default_lifetime applies.
+ */
+#define JSON_MAX_DEPTH 32
+#define OAUTH_MAX_TOKEN 65536
+#define OAUTH_MAX_SCOPE 8192
+#define OAUTH_MAX_KEPT 1024
+#define OAUTH_MAX_EXPIRES_IN 315360000.0	/* 10 years */
+
+/* Is a JSON text nested deeper than JSON_MAX_DEPTH?  Strings are skipped. */
+static bool
+json_too_deep(const char *body, int len)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (int i = 0; i < len; i++)
+	{
+		char		c = body[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > JSON_MAX_DEPTH)
+				return true;
+		}
+		else if (c == '}' || c == ']')
+			depth--;
+	}
+	return false;
+}
+
+/* Valid text for this database: NUL-free, and valid in its encoding. */
+static bool
+valid_db_text(const char *s, int len)
+{
+	if ((int) strlen(s) != len)
+		return false;
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return pg_verify_mbstr(PG_UTF8, s, len, true);
+	for (int i = 0; i < len; i++)
+		if (IS_HIGHBIT_SET(s[i]))
+			return false;
+	return true;
+}
+
+/* A token: 1..OAUTH_MAX_TOKEN bytes of printable ASCII. */
+static bool
+valid_token_text(const Field *f)
+{
+	if (f->len < 1 || f->len > OAUTH_MAX_TOKEN || (int) strlen(f->value) != f->len)
+		return false;
+	for (int i = 0; i < f->len; i++)
+		if (f->value[i] < 0x20 || f->value[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* A string field that may be kept as it is (no control characters). */
+static bool
+valid_kept_text(const Field *f, int max)
+{
+	if (f->len > max || !valid_db_text(f->value, f->len))
+		return false;
+	for (int i = 0; i < f->len; i++)
+		if ((unsigned char) f->value[i] < 0x20 || f->value[i] == 0x7f)
+			return false;
+	return true;
 }
 
 /* Top-level (and one nested level of) scalar fields of a JSON object. */
@@ -151,7 +249,7 @@ hexval(char c)
 }
 
 static char *
-url_decode(const char *s, int len)
+url_decode(const char *s, int len, int *outlen)
 {
 	char	   *out = palloc(len + 1);
 	int			o = 0;
@@ -170,6 +268,7 @@ url_decode(const char *s, int len)
 			out[o++] = s[i];
 	}
 	out[o] = '\0';
+	*outlen = o;
 	return out;
 }
 
@@ -189,9 +288,10 @@ parse_form_fields(const char *body, int len, List **fields)
 			if (eq)
 			{
 				Field	   *f = palloc(sizeof(Field));
+				int			nlen;
 
-				f->name = url_decode(body + start, eq - (body + start));
-				f->value = url_decode(eq + 1, body + i - (eq + 1));
+				f->name = url_decode(body + start, eq - (body + start), &nlen);
+				f->value = url_decode(eq + 1, body + i - (eq + 1), &f->len);
 				f->is_string = true;
 				*fields = lappend(*fields, f);
 			}
@@ -218,21 +318,23 @@ find_field(List *fields, const char *name)
 	return NULL;
 }
 
+/* A number of seconds by the rule in the header above; false: ignore it. */
 static bool
 parse_int_field(Field *f, int64 *out)
 {
 	char	   *end;
 	double		d;
 
-	if (f == NULL)
+	if (f == NULL || f->len > 32)
 		return false;
 	errno = 0;
 	d = strtod(f->value, &end);
 	while (*end == ' ')
 		end++;
-	if (errno != 0 || end == f->value || *end != '\0' || d < 0 || d > 1e10)
+	if (errno != 0 || end == f->value || *end != '\0' ||
+		!(d >= 0 && d <= OAUTH_MAX_EXPIRES_IN))	/* NaN fails too */
 		return false;
-	*out = (int64) d;
+	*out = (int64) floor(d);
 	return true;
 }
 
@@ -273,26 +375,133 @@ static const char *const kept_fields[] = {
 	"cloud_id", "id", "issued_at", NULL
 };
 
+/*
+ * A provider string made fit for a message: replaced when it is not valid
+ * text, control characters turned into spaces, clipped to max bytes on a
+ * character boundary.
+ */
 static char *
 clip(const char *s, int max)
 {
 	int			len = strlen(s);
+	int			cut;
 	char	   *out;
 
-	if (len <= max)
-		return pstrdup(s);
-	out = palloc(max + 4);
-	memcpy(out, s, max);
-	strcpy(out + max, "...");
+	if (!valid_db_text(s, len))
+		return pstrdup("(not valid text)");
+	cut = len <= max ? len : pg_mbcliplen(s, len, max);
+	out = palloc(cut + 4);
+	memcpy(out, s, cut);
+	for (int i = 0; i < cut; i++)
+		if ((unsigned char) out[i] < 0x20 || out[i] == 0x7f)
+			out[i] = ' ';
+	strcpy(out + cut, cut < len ? "..." : "");
 	return out;
+}
+
+static void classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
+
+/* Request fields whose values are secrets. */
+static const char *const secret_fields[] = {
+	"refresh_token", "code", "code_verifier", "client_secret", "token",
+	"client_assertion", "password", NULL
+};
+
+/*
+ * The secrets a call sent (the client secret, and the values of the
+ * request's secret fields, decoded and as sent), so that a provider that
+ * echoes its request into an error or a kept field cannot put them into
+ * our messages, events or logs.
+ */
+static List *
+sent_secrets(ProviderConf *conf, HttpCall *call)
+{
+	List	   *out = NIL;
+	List	   *fields = NIL;
+	ListCell   *lc;
+
+	if (conf->client_secret && strlen(conf->client_secret) >= 4)
+		out = lappend(out, pstrdup(conf->client_secret));
+	if (call->body == NULL || call->body_len == 0 || call->body_len > OAUTH_MAX_BODY)
+		return out;
+	if (!(call->body[0] == '{' && !json_too_deep(call->body, (int) call->body_len) &&
+		  parse_json_fields(call->body, (int) call->body_len, &fields)) &&
+		!parse_form_fields(call->body, (int) call->body_len, &fields))
+		fields = NIL;
+	foreach(lc, fields)
+	{
+		Field	   *f = lfirst(lc);
+
+		for (int i = 0; secret_fields[i]; i++)
+			if (strcmp(f->name, secret_fields[i]) == 0 && f->len >= 4)
+			{
+				char	   *enc = curl_easy_escape(NULL, f->value, f->len);
+
+				out = lappend(out, pstrdup(f->value));
+				if (enc)
+				{
+					out = lappend(out, pstrdup(enc));
+					explicit_bzero(enc, strlen(enc));
+					curl_free(enc);
+				}
+			}
+		explicit_bzero(f->value, f->len);
+	}
+	return out;
+}
+
+/* s with every occurrence of a secret replaced by "[redacted]". */
+static char *
+redact(char *s, List *secrets)
+{
+	ListCell   *lc;
+
+	if (s == NULL)
+		return NULL;
+	foreach(lc, secrets)
+	{
+		const char *sec = lfirst(lc);
+		size_t		slen = strlen(sec);
+		char	   *hit;
+
+		while (slen > 0 && (hit = strstr(s, sec)) != NULL)
+		{
+			StringInfoData out;
+
+			initStringInfo(&out);
+			appendBinaryStringInfo(&out, s, hit - s);
+			appendStringInfoString(&out, "[redacted]");
+			appendStringInfoString(&out, hit + slen);
+			explicit_bzero(s, strlen(s));
+			s = out.data;
+		}
+	}
+	return s;
 }
 
 /*
  * Classify a finished call.  Everything in ans is palloc'd in the current
- * context; tokens are only in access_token and refresh_token.
+ * context; tokens are only in access_token and refresh_token, and no secret
+ * the call sent survives in any other field.
  */
 void
 classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
+{
+	List	   *secrets;
+	ListCell   *lc;
+
+	classify_answer_inner(conf, call, ans);
+	secrets = sent_secrets(conf, call);
+	ans->message = redact(ans->message, secrets);
+	ans->error_code = redact(ans->error_code, secrets);
+	ans->scope = redact(ans->scope, secrets);
+	ans->metadata_json = redact(ans->metadata_json, secrets);
+	foreach(lc, secrets)
+		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
+}
+
+static void
+classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 {
 	List	   *fields = NIL;
 	bool		parsed;
@@ -332,7 +541,8 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 				break;
 			case CURLE_WRITE_ERROR:
 			case CURLE_FILESIZE_EXCEEDED:
-				what = call->too_large ? "response body over 1 MiB" : "write error";
+				what = (call->too_large || call->result == CURLE_FILESIZE_EXCEEDED) ?
+					"response body over 1 MiB" : "write error";
 				break;
 			default:
 				what = "HTTP error";
@@ -344,18 +554,41 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		return;
 	}
 
-	/* parse: JSON, or form-encoded as GitHub sends by default */
-	parsed = parse_json_fields(call->response.data, call->response.len, &fields);
-	if (!parsed && (strstr(call->content_type, "x-www-form-urlencoded") != NULL ||
-					(call->response.len > 0 && call->response.data[0] != '<' &&
-					 call->response.data[0] != '{')))
-		parsed = parse_form_fields(call->response.data, call->response.len, &fields);
+	/*
+	 * parse: JSON, or form-encoded as GitHub sends by default; a body that
+	 * is not valid UTF-8 (or holds a NUL) or nests too deep is neither
+	 */
+	if (!pg_verify_mbstr(PG_UTF8, call->response.data, call->response.len, true) ||
+		json_too_deep(call->response.data, call->response.len))
+		parsed = false;
+	else
+	{
+		parsed = parse_json_fields(call->response.data, call->response.len, &fields);
+		if (!parsed && (strstr(call->content_type, "x-www-form-urlencoded") != NULL ||
+						(call->response.len > 0 && call->response.data[0] != '<' &&
+						 call->response.data[0] != '{')))
+			parsed = parse_form_fields(call->response.data, call->response.len, &fields);
+		if (!parsed)
+			fields = NIL;
+	}
 
 	f_error = find_field(fields, "error");
-	if (f_error == NULL)
-		f_error = find_field(fields, "status");	/* HubSpot: status: BAD_REFRESH_TOKEN */
 	if (f_error && !f_error->is_string)
 		f_error = NULL;
+	if (f_error == NULL)
+	{
+		/*
+		 * HubSpot's {"status": "BAD_REFRESH_TOKEN"}: a status field is an
+		 * error code only in an error answer or when the provider lists it
+		 * in reauth_errors; a 2xx body's "status": "SUCCESS" is not one.
+		 */
+		Field	   *f_status = find_field(fields, "status");
+
+		if (f_status && f_status->is_string &&
+			(call->status < 200 || call->status >= 300 ||
+			 in_list(conf->reauth_errors, f_status->value)))
+			f_error = f_status;
+	}
 	f_desc = find_field(fields, "error_description");
 	if (f_desc == NULL)
 		f_desc = find_field(fields, "message");
@@ -401,7 +634,9 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	}
 	if (!parsed)
 	{
-		ans->message = psprintf("HTTP %ld with a body that is neither JSON nor a form", call->status);
+		ans->message = psprintf("HTTP %ld with a body that is neither JSON nor a form "
+								"(or not valid UTF-8, or nested deeper than %d)",
+								call->status, JSON_MAX_DEPTH);
 		return;
 	}
 	f_at = find_field(fields, "access_token");
@@ -418,16 +653,24 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		return;
 	}
 
-	/* success */
+	/* success, if the tokens are tokens */
 	{
 		Field	   *f;
 		StringInfoData meta;
 		bool		first = true;
 
+		f = find_field(fields, psprintf("%srefresh_token", pre));
+		if (f && (!f->is_string || f->value[0] == '\0'))
+			f = NULL;
+		if (!valid_token_text(f_at) || (f && !valid_token_text(f)))
+		{
+			ans->message = psprintf("HTTP %ld with a token that is not 1 to %d bytes of printable ASCII",
+									call->status, OAUTH_MAX_TOKEN);
+			goto wipe;
+		}
 		ans->klass = RO_REFRESHED;
 		ans->access_token = pstrdup(f_at->value);
-		f = find_field(fields, psprintf("%srefresh_token", pre));
-		if (f && f->is_string && f->value[0] != '\0')
+		if (f)
 			ans->refresh_token = pstrdup(f->value);
 		ans->has_expires_in = parse_int_field(find_field(fields, psprintf("%sexpires_in", pre)),
 											  &ans->expires_in);
@@ -435,7 +678,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 			parse_int_field(find_field(fields, "refresh_token_expires_in"), &ans->rt_expires_in) ||
 			parse_int_field(find_field(fields, "x_refresh_token_expires_in"), &ans->rt_expires_in);
 		f = find_field(fields, psprintf("%sscope", pre));
-		if (f && f->is_string)
+		if (f && f->is_string && valid_kept_text(f, OAUTH_MAX_SCOPE))
 			ans->scope = pstrdup(f->value);
 
 		initStringInfo(&meta);
@@ -443,7 +686,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		for (int i = 0; kept_fields[i]; i++)
 		{
 			f = find_field(fields, kept_fields[i]);
-			if (f == NULL)
+			if (f == NULL || !valid_kept_text(f, OAUTH_MAX_KEPT))
 				continue;
 			if (!first)
 				appendStringInfoChar(&meta, ',');
@@ -456,6 +699,7 @@ classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		ans->metadata_json = meta.data;
 		ans->message = pstrdup("refreshed");
 	}
+wipe:
 	/* wipe every parsed value: tokens were copied where they are needed */
 	{
 		ListCell   *lc;
@@ -543,120 +787,6 @@ append_form(StringInfo buf, const char *name, const char *value)
 	explicit_bzero(v, strlen(v));
 	curl_free(n);
 	curl_free(v);
-}
-
-/* Where the authority (host[:port]) of a URL ends, or -1 without "://". */
-static int
-authority_end(const char *url)
-{
-	const char *start = strstr(url, "://");
-	const char *slash;
-
-	if (start == NULL)
-		return -1;
-	start += 3;
-	slash = strchr(start, '/');
-	return slash ? (int) (slash - url) : (int) strlen(url);
-}
-
-/* Does a URL template take its host from the connection's metadata? */
-bool
-url_host_templated(const char *url)
-{
-	int			end = authority_end(url);
-	const char *brace = strchr(url, '{');
-
-	return brace != NULL && end >= 0 && (brace - url) < end;
-}
-
-/*
- * A host that came from metadata must be one the provider allows
- * (allowed_hosts: "*.example.com" or an exact host): otherwise a tenant
- * could send the shared client secret to a host of its choosing.  No list
- * means no restriction; loopback hosts pass when oauth.allow_http is on.
- */
-static void
-check_templated_host(const char *provider, const char *url, List *allowed_hosts)
-{
-	const char *h = strstr(url, "://") + 3;
-	int			len = strcspn(h, ":/?#");
-	char	   *host = pnstrdup(h, len);
-	ListCell   *lc;
-
-	if (allowed_hosts == NIL)
-		return;
-	if (oauth_allow_http && (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0))
-		return;
-	foreach(lc, allowed_hosts)
-	{
-		const char *pat = lfirst(lc);
-		int			plen = strlen(pat);
-
-		if (plen > 2 && pat[0] == '*' && pat[1] == '.')
-		{
-			if (len > plen - 1 && pg_strcasecmp(host + len - (plen - 1), pat + 1) == 0)
-				return;
-		}
-		else if (pg_strcasecmp(host, pat) == 0)
-			return;
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("host \"%s\" from the connection's metadata is not allowed for provider \"%s\"",
-					host, provider),
-			 errhint("The provider's allowed_hosts lists the hosts its templated URLs may name.")));
-}
-
-/*
- * Fill {name} placeholders from metadata.  Values must look like host or
- * path parts; anything else is refused rather than spliced into a URL, and
- * a host taken from metadata must be in the provider's allowed_hosts.
- */
-char *
-substitute_placeholders(const char *provider, const char *url, Jsonb *metadata,
-						List *allowed_hosts)
-{
-	StringInfoData out;
-	const char *p = url;
-
-	initStringInfo(&out);
-	while (*p)
-	{
-		const char *close;
-
-		if (*p == '{' && (close = strchr(p, '}')) != NULL)
-		{
-			char	   *key = pnstrdup(p + 1, close - p - 1);
-			JsonbValue	k;
-			JsonbValue *v = NULL;
-
-			k.type = jbvString;
-			k.val.string.val = key;
-			k.val.string.len = strlen(key);
-			if (metadata)
-				v = findJsonbValueFromContainer(&metadata->root, JB_FOBJECT, &k);
-			if (v == NULL || v->type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("URL placeholder {%s} has no value in the connection's metadata", key)));
-			{
-				char	   *val = pnstrdup(v->val.string.val, v->val.string.len);
-
-				if (val[0] == '\0' ||
-					strspn(val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:") != strlen(val))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("metadata value for URL placeholder {%s} is not a valid host or path part", key)));
-				appendStringInfoString(&out, val);
-			}
-			p = close + 1;
-		}
-		else
-			appendStringInfoChar(&out, *p++);
-	}
-	if (url_host_templated(url))
-		check_templated_host(provider, out.data, allowed_hosts);
-	return out.data;
 }
 
 /*

@@ -10,6 +10,7 @@
 #include "nodes/pg_list.h"
 #include "http.h"
 #include "shmem.h"
+#include "urls.h"
 #include "utils/jsonb.h"
 
 /* A provider's configuration as the worker read it (secrets decrypted). */
@@ -70,9 +71,6 @@ extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
 								bool with_extra_params, TokenRequest *req);
 extern void wipe_token_request(TokenRequest *req);
 extern void classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
-extern char *substitute_placeholders(const char *provider, const char *url,
-									 Jsonb *metadata, List *allowed_hosts);
-extern bool url_host_templated(const char *url);
 extern void provider_conf_wipe(ProviderConf *conf);
 extern List *jsonb_object_fields(Jsonb *obj);
 extern List *text_array_to_list(Datum arr);

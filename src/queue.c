@@ -1,24 +1,33 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *	  The worker's local queue of refresh jobs, and the limits that say
+ *	  The worker's local queues of refresh jobs, and the limits that say
  *	  which job starts next.
  *
- * Requests reach the worker through the shared ring (shmem.c);
- * queue_drain_ring() takes each newly pending entry, moves it to RUNNING
- * (so later posters join it) and makes a Job of it.  The worker's own
- * sweep posts due connections through the same shared table, so that a
- * caller asking for a connection a sweep has queued joins the sweep's job.
+ * Requests reach the worker through the shared ring (shmem.c).  For each id
+ * drained, queue_drain_ring() makes a Job of a newly QUEUED entry, or brings
+ * the worker's Job up to date with an entry that posters joined: their
+ * flags and version while it is QUEUED, its promotion from sweep work to a
+ * caller's, a refused token to mark at once (in any state).  The worker's
+ * own sweep posts due connections through the same shared table, so that a
+ * caller asking for a connection a sweep has queued joins (and promotes)
+ * the sweep's job.
  *
  * Rules:
- *	- queue (waiting to start) and running (in curl) are the worker's own
- *	  lists; no other process sees them, so they need no lock.
- *	- Order: callers' jobs first, as they came; then sweep jobs in fair order
- *	  (queue_order): the oldest due of every workspace first, then the
- *	  second of each, and so on.
+ *	- Callers first.  Two queues: callers (as they came) and sweeps (in fair
+ *	  order, queue_order: the oldest due of every workspace first, then the
+ *	  second of each, ...).  Every round starts callers' jobs first.
  *	- Limits: at most oauth.max_concurrent_refreshes jobs run at once, and
- *	  at most a provider's max_concurrency for that provider; a job over its
+ *	  at most a provider's max_concurrency for that provider.  Sweep work
+ *	  may hold at most max_concurrent_refreshes - 1 of the slots (all of
+ *	  them when the limit is 1), so a caller of another provider never
+ *	  waits for a sweep backlog; only its own provider's limit, or the
+ *	  global one filled by other callers, can make it wait.  A job over its
  *	  provider's limit stays queued and the jobs behind it may start.
+ *	- The queues, the running list and jobs_by_id are the worker's own;
+ *	  no other process sees them, so they need no lock.  jobs_by_id maps a
+ *	  connection to its job while the job is QUEUED, SENDING or ANSWERED
+ *	  (not once its answer is kept for a locked row).
  *	- oauth_shared->lock is taken only for the ring and the entries, never
  *	  across a transaction.
  *
@@ -33,15 +42,27 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "worker.h"
 
-static dlist_head queue = DLIST_STATIC_INIT(queue); /* waiting to start */
+static dlist_head callers = DLIST_STATIC_INIT(callers);	/* callers' jobs to start */
+static dlist_head sweeps = DLIST_STATIC_INIT(sweeps);	/* sweep jobs to start */
 static dlist_head running = DLIST_STATIC_INIT(running);	/* in curl */
 int			n_queued = 0;
 int			n_running = 0;
+static int	n_sweeps_queued = 0;
+static int	n_sweeps_running = 0;
 bool		sweep_again = false;	/* the last sweep filled its batch */
+
+/* connection id -> its job (QUEUED, SENDING or ANSWERED) */
+typedef struct JobById
+{
+	pg_uuid_t	id;
+	Job		   *job;
+} JobById;
+static HTAB *jobs_by_id = NULL;
 
 /* the last sweep's fair order: connection id -> its rank in its workspace */
 typedef struct SweepRank
@@ -53,11 +74,92 @@ static HTAB *sweep_ranks = NULL;
 
 static SPIPlanPtr plan_due = NULL;
 
-/* Move newly pending requests from the shared ring into the local queue. */
+static HTAB *
+by_id(void)
+{
+	if (jobs_by_id == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(JobById);
+		ctl.hcxt = jobs_cxt;
+		jobs_by_id = hash_create("oauth_tokens jobs by id", 1024, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	return jobs_by_id;
+}
+
+/* Forget job as its connection's current job (published, or kept). */
+void
+queue_forget(Job *job)
+{
+	JobById    *j = hash_search(by_id(), &job->id, HASH_FIND, NULL);
+
+	if (j && j->job == job)
+		hash_search(by_id(), &job->id, HASH_REMOVE, NULL);
+}
+
+/* Append job to the queue it belongs to now. */
+static void
+enqueue(Job *job)
+{
+	job->swept = (job->flags & REQ_SWEEP) != 0;
+	if (job->swept)
+	{
+		dlist_push_tail(&sweeps, &job->node);
+		n_sweeps_queued++;
+	}
+	else
+		dlist_push_tail(&callers, &job->node);
+	n_queued++;
+}
+
+/* Take a queued job out of its queue. */
+static void
+dequeue(Job *job)
+{
+	dlist_delete(&job->node);
+	n_queued--;
+	if (job->swept)
+		n_sweeps_queued--;
+}
+
+/*
+ * Bring job up to date with its entry e, which posters joined.  Caller
+ * holds oauth_shared->lock.  Returns true when a refused token is to be
+ * marked.
+ */
+static bool
+sync_job_locked(Job *job, RefreshEntry *e)
+{
+	if (job->state == RJ_QUEUED)
+	{
+		job->flags = e->flags;
+		job->seen_version = e->seen_version;
+		if (job->swept && !(job->flags & REQ_SWEEP))
+		{
+			/* a caller joined a queued sweep job: it starts with callers */
+			dequeue(job);
+			enqueue(job);
+		}
+	}
+	else if (e->flags & REQ_REJECTED)
+		job->flags |= REQ_REJECTED;
+	job->rejected_version = Max(job->rejected_version, e->rejected_version);
+	return (job->flags & REQ_REJECTED) && job->rejected_version > job->rejected_marked;
+}
+
+/*
+ * Look at every id in the shared ring: new requests become jobs, joined
+ * ones update their job.  Then mark the tokens callers reported refused.
+ */
 void
 queue_drain_ring(void)
 {
 	List	   *reject = NIL;
+	List	   *refused = NIL;
 	ListCell   *lc;
 
 	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
@@ -65,32 +167,47 @@ queue_drain_ring(void)
 	{
 		pg_uuid_t	id = oauth_shared->ring[oauth_shared->ring_head % oauth_shared->ring_size];
 		RefreshEntry *e;
+		JobById    *j;
 		Job		   *job;
+		bool		found;
 
 		oauth_shared->ring_head++;
 		e = hash_search(oauth_requests, &id, HASH_FIND, NULL);
-		if (e == NULL || e->state != RS_PENDING)
+		if (e == NULL)
 			continue;
+		e->in_ring = false;
+		if (e->state == RJ_DONE)
+			continue;
+		j = hash_search(by_id(), &id, HASH_FIND, NULL);
+		if (j && j->job->gen == e->gen)
+		{
+			if (sync_job_locked(j->job, e))
+				refused = lappend(refused, j->job);
+			continue;
+		}
+		if (e->state != RJ_QUEUED)
+			continue;			/* not ours (a previous worker's); cannot happen */
 		job = job_create(&id, e);
-		e->state = RS_RUNNING;	/* ours now; later posters join it */
 		if (e->dboid != MyDatabaseId)
 		{
+			job->state = RJ_DONE;
 			job->outcome = RO_UNAVAILABLE;
 			job->message = MemoryContextStrdup(job->cxt, "the oauth_tokens worker serves another database");
 			reject = lappend(reject, job);
 			continue;
 		}
-		/* callers first, sweeps after */
-		if (job->flags & REQ_SWEEP)
-			dlist_push_tail(&queue, &job->node);
-		else
-			dlist_push_head(&queue, &job->node);
-		n_queued++;
+		j = hash_search(by_id(), &id, HASH_ENTER, &found);
+		j->job = job;
+		enqueue(job);
+		if (job->flags & REQ_REJECTED)
+			refused = lappend(refused, job);
 	}
 	LWLockRelease(oauth_shared->lock);
 	foreach(lc, reject)
 		job_publish(lfirst(lc));
 	list_free(reject);
+	jobs_mark_rejected(refused);
+	list_free(refused);
 }
 
 /* How many jobs of this provider are in curl now. */
@@ -116,27 +233,49 @@ queue_left_running(Job *job)
 {
 	dlist_delete(&job->node);
 	n_running--;
+	if (job->swept)
+		n_sweeps_running--;
 	oauth_stat_add(ST_INFLIGHT, -1);
 }
 
-/* Start queued jobs while the limits allow; one transaction for the batch. */
-void
-queue_start_jobs(void)
+/* lappend in cxt: the list must outlive end_work(), which frees SPI's memory */
+static List *
+lappend_cxt(MemoryContext cxt, List *list, void *datum)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	list = lappend(list, datum);
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
+/* Slots sweep work may hold: all but one, so callers always find one. */
+static int
+sweep_slots(void)
+{
+	return Max(1, oauth_max_concurrent_refreshes - 1);
+}
+
+/*
+ * Try to start the queued jobs of list q, in order, while the limits allow.
+ * Inside the caller's batch (opened on first need through *in_xact); jobs
+ * that ended without a call are appended to *done (in memory cxt).
+ */
+static void
+start_from(dlist_head *q, bool sweep_work, bool *in_xact, List **done,
+		   MemoryContext cxt)
 {
 	dlist_mutable_iter it;
-	List	   *done = NIL;
-	bool		in_xact = false;
-	MemoryContext caller = CurrentMemoryContext;
 
-	if (dlist_is_empty(&queue) || n_running >= oauth_max_concurrent_refreshes)
-		return;
-
-	dlist_foreach_modify(it, &queue)
+	dlist_foreach_modify(it, q)
 	{
 		Job		   *job = dlist_container(Job, node, it.cur);
 
 		if (n_running >= oauth_max_concurrent_refreshes)
 			break;
+		if (sweep_work && n_sweeps_running >= sweep_slots())
+			break;
+
 		/*
 		 * A new token for this connection waits for its row lock: no second
 		 * refresh may start, and the caller (who may hold that lock) hears
@@ -144,57 +283,74 @@ queue_start_jobs(void)
 		 */
 		if (jobs_write_pending_for(&job->id))
 		{
-			dlist_delete(&job->node);
-			n_queued--;
-			job->finished = true;
+			dequeue(job);
+			job->state = RJ_DONE;
 			job->outcome = RO_TRANSIENT;
 			job->message = MemoryContextStrdup(job->cxt,
 											   "the connection's row is locked by another transaction; "
 											   "its new token is stored once it is released");
-			{
-				/* the list must outlive end_work(), which frees SPI's context */
-				MemoryContext oldcxt = MemoryContextSwitchTo(caller);
-
-				done = lappend(done, job);
-				MemoryContextSwitchTo(oldcxt);
-			}
+			*done = lappend_cxt(cxt, *done, job);
 			continue;
 		}
 		/* known provider at its limit: skip without reading the row */
 		if (job->provider && job->provider_limit > 0 &&
 			queue_provider_running(job->provider) >= job->provider_limit)
 			continue;
-		if (!in_xact)
+		if (!*in_xact)
 		{
 			begin_work("oauth_tokens: preparing refreshes");
-			in_xact = true;
+			*in_xact = true;
 		}
 		job_prepare(job);
+		if (job->call == NULL && job->state == RJ_QUEUED)
+			continue;			/* deferred: its provider is at its limit */
+		dequeue(job);
 		if (job->call)
 		{
-			dlist_delete(&job->node);
-			n_queued--;
 			dlist_push_tail(&running, &job->node);
 			n_running++;
+			if (job->swept)
+				n_sweeps_running++;
 			oauth_stat_add(ST_INFLIGHT, 1);
+			job_set_state(job, RJ_SENDING);
 		}
-		else if (job->finished)
-		{
-			/* the list must outlive end_work(), which frees SPI's context */
-			MemoryContext old = MemoryContextSwitchTo(caller);
+		else
+			*done = lappend_cxt(cxt, *done, job);
+	}
+}
 
-			dlist_delete(&job->node);
-			n_queued--;
-			done = lappend(done, job);
-			MemoryContextSwitchTo(old);
-		}
-	}
+/*
+ * Start queued jobs while the limits allow, callers' first; one transaction
+ * for the batch.  Jobs that end without a call are concluded (job.c).
+ */
+void
+queue_start_jobs(void)
+{
+	List	   *done = NIL;
+	bool		in_xact = false;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (n_queued == 0 || n_running >= oauth_max_concurrent_refreshes)
+		return;
+	start_from(&callers, false, &in_xact, &done, caller);
+	start_from(&sweeps, true, &in_xact, &done, caller);
 	if (in_xact)
-	{
 		end_work();
-	}
 	jobs_conclude(done);
 	list_free(done);
+}
+
+/*
+ * What the worker is doing, for its pg_stat_activity line: counts only,
+ * never a connection, a token or a secret.
+ */
+char *
+queue_activity(void)
+{
+	return psprintf("oauth_tokens: %d sending (%d sweep), %d queued for callers, "
+					"%d queued by sweeps, %d answers kept for locked rows",
+					n_running, n_sweeps_running, n_queued - n_sweeps_queued,
+					n_sweeps_queued, jobs_kept());
 }
 
 /* ---- sweeps ----------------------------------------------------------------- */
@@ -219,6 +375,11 @@ queue_sweep(void)
 	if (room <= 0)
 		return;
 	begin_work("oauth_tokens: sweeping for due connections");
+	if (!oauth_traffic_allowed(NULL))
+	{
+		end_work();				/* nothing is sent from here (identity.c) */
+		return;
+	}
 	if (plan_due == NULL)
 		plan_due = prepare_saved(
 			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) "
@@ -271,8 +432,8 @@ queue_sweep(void)
 		RefreshEntry *e = hash_search(oauth_requests, &ids[i], HASH_FIND, NULL);
 		bool		full;
 
-		if (e && e->state != RS_DONE)
-			continue;			/* already queued or running */
+		if (e && e->state != RJ_DONE)
+			continue;			/* already queued or started */
 		if (oauth_post_request_locked(&ids[i], MyDatabaseId, versions[i], REQ_SWEEP, &full) == NULL)
 			break;
 	}
@@ -294,48 +455,41 @@ queued_job_cmp(const void *a, const void *b)
 {
 	const QueuedJob *x = a;
 	const QueuedJob *y = b;
-	bool		xs = (x->job->flags & REQ_SWEEP) != 0;
-	bool		ys = (y->job->flags & REQ_SWEEP) != 0;
 
-	if (xs != ys)
-		return xs ? 1 : -1;		/* callers first */
-	if (xs && x->job->rank != y->job->rank)
+	if (x->job->rank != y->job->rank)
 		return x->job->rank < y->job->rank ? -1 : 1;
 	return x->pos - y->pos;		/* stable */
 }
 
 /*
- * Put the queue in fair order after a sweep: callers' jobs first, as they
- * came; then the sweep's jobs by their rank within their workspace (the
- * oldest due of every workspace first, then the second of each, ...), so
- * that a backlog queued by earlier sweeps never holds up a connection of
- * another workspace that became due later.
+ * Put the sweep queue in fair order after a sweep: by each job's rank
+ * within its workspace (the oldest due of every workspace first, then the
+ * second of each, ...), so that a backlog queued by earlier sweeps never
+ * holds up a connection of another workspace that became due later.
+ * Callers' jobs are not in this queue: they start first anyway.
  */
 void
 queue_order(void)
 {
 	QueuedJob  *arr;
-	dlist_iter	cit;
 	dlist_mutable_iter it;
-	int			len = 0;
 	int			n = 0;
 
-	dlist_foreach(cit, &queue)
-		len++;
-	if (len < 2)
+	if (n_sweeps_queued < 2)
 		return;
-	arr = palloc(sizeof(QueuedJob) * len);
-	dlist_foreach_modify(it, &queue)
+	arr = palloc(sizeof(QueuedJob) * n_sweeps_queued);
+	dlist_foreach_modify(it, &sweeps)
 	{
 		Job		   *job = dlist_container(Job, node, it.cur);
 
-		if ((job->flags & REQ_SWEEP) && sweep_ranks)
+		if (sweep_ranks)
 		{
 			SweepRank  *r = hash_search(sweep_ranks, &job->id, HASH_FIND, NULL);
 
 			if (r)
 				job->rank = r->rank;
 		}
+		Assert(n < n_sweeps_queued);
 		arr[n].job = job;
 		arr[n].pos = n;
 		n++;
@@ -343,6 +497,6 @@ queue_order(void)
 	}
 	qsort(arr, n, sizeof(QueuedJob), queued_job_cmp);
 	for (int i = 0; i < n; i++)
-		dlist_push_tail(&queue, &arr[i].job->node);
+		dlist_push_tail(&sweeps, &arr[i].job->node);
 	pfree(arr);
 }

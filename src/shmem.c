@@ -5,11 +5,37 @@
  *
  * A backend that needs a connection refreshed posts a request keyed by the
  * connection's id.  If an entry for that id exists, the backend joins it:
- * one provider call serves every caller.  The worker drains newly pending
- * ids from a ring, refreshes, commits the result in its own transaction,
- * records the outcome in the entry and broadcasts the entry's condition
- * variable.  The last waiter to read a finished entry removes it; an entry
- * nobody waits for is removed by the worker when it finishes.
+ * one provider call serves every caller.  The worker drains ids from a ring,
+ * refreshes, commits the result in its own transaction, records the outcome
+ * in the entry and broadcasts the entry's condition variable.  The last
+ * waiter to read a finished entry removes it; an entry nobody waits for is
+ * removed by the worker when it finishes.
+ *
+ * The state of a refresh job (RefreshJobState, shmem.h) is one value in the
+ * entry, mirrored in the worker's Job.  Every transition is made under
+ * oauth_shared->lock held exclusively:
+ *
+ *	from		to			by		when
+ *	(none)/DONE	QUEUED		poster	a backend, refresh_due() or the sweep posts;
+ *								new generation, id pushed to the ring
+ *	QUEUED		QUEUED		poster	joining: flags ORed in, a caller clears
+ *								REQ_SWEEP (promotion), seen_version raised;
+ *								id pushed again so the worker sees it
+ *	SENDING,	(same)		poster	joining a started job: only REQ_REJECTED
+ *	ANSWERED							and rejected_version change (the worker
+ *								marks the refused token at once)
+ *	QUEUED		SENDING		worker	the request is handed to curl
+ *	QUEUED		DONE		worker	nothing to send: not found, revoked, dead,
+ *								provider paused, no longer needed
+ *	SENDING		ANSWERED	worker	curl finished the call
+ *	ANSWERED	DONE		worker	the result is committed (or kept for a
+ *								locked row: waiters hear "transient")
+ *	any			DONE		worker	at exit (worker_cleanup): "unavailable"
+ *	DONE		(removed)	last waiter, or the worker when none waits
+ *
+ * A caller reads the state it joins: a QUEUED job still takes its flags (a
+ * rejected token, a forced refresh, a newer version seen); a started one
+ * answers with what it sent.
  *
  * Locking rules:
  *	- oauth_shared->lock (one LWLock) guards the hash table, the ring and the
@@ -19,13 +45,13 @@
  *	- Waiters sleep on cvs[hash(id) % OAUTH_NUM_CVS]; they re-check their
  *	  entry under the lock after each wake-up, so a shared CV only costs a
  *	  spurious wake-up now and then.
- *	- An entry is re-armed (DONE -> PENDING, new gen) only when DONE; a
+ *	- An entry is re-armed (DONE -> QUEUED, new gen) only when DONE; a
  *	  waiter that joined generation g is finished when done_gen >= g.
  *	  Generations come from one shared counter, so an entry removed and
  *	  created again never reuses a generation a worker job still holds.
  *
- * Each id sits in the ring at most once per PENDING period, so a ring as
- * large as the table never overflows.
+ * An id is in the ring at most once at a time (in_ring), so a ring as large
+ * as the table never overflows.
  *
  *-------------------------------------------------------------------------
  */
@@ -120,11 +146,38 @@ oauth_entry_cv(const pg_uuid_t *id)
 	return &oauth_shared->cvs[h % OAUTH_NUM_CVS];
 }
 
+const char *const refresh_job_state_names[] = {
+	[RJ_QUEUED] = "queued",
+	[RJ_SENDING] = "sending",
+	[RJ_ANSWERED] = "answered",
+	[RJ_DONE] = "done",
+};
+
+/* Move e to state; caller holds the lock exclusively. */
+void
+oauth_set_state_locked(RefreshEntry *e, RefreshJobState state)
+{
+	e->state = state;
+	e->state_since = GetCurrentTimestamp();
+}
+
+/* Put e's id in the ring for the worker, unless it is there already. */
+static void
+ring_push_locked(RefreshEntry *e)
+{
+	if (e->in_ring)
+		return;
+	e->in_ring = true;
+	oauth_shared->ring[oauth_shared->ring_tail % oauth_shared->ring_size] = e->id;
+	oauth_shared->ring_tail++;
+}
+
 /*
  * Post (or join) a refresh request for id.  Caller holds the lock
  * exclusively.  Returns the entry, or NULL with *full set when the table has
- * no room.  A DONE entry is re-armed; a PENDING or RUNNING one is joined as
- * it is (a forced request upgrades a pending one).
+ * no room.  A DONE entry is re-armed (QUEUED); a QUEUED one takes the
+ * joiner's flags and version, and a caller promotes a sweep's job; a started
+ * one is joined as it is, except that a rejected token is recorded.
  */
 RefreshEntry *
 oauth_post_request_locked(const pg_uuid_t *id, Oid dboid, int64 seen_version,
@@ -148,32 +201,41 @@ oauth_post_request_locked(const pg_uuid_t *id, Oid dboid, int64 seen_version,
 		e->outcome = RO_NONE;
 		e->message[0] = '\0';
 		e->next_attempt = 0;
+		e->in_ring = false;
+		e->state = RJ_DONE;
 	}
-	else if (e->state == RS_PENDING)
+	if (e->state != RJ_DONE)
 	{
-		/* join; a caller's request outranks a sweep's */
-		if (!(flags & REQ_SWEEP))
-			e->flags &= ~REQ_SWEEP;
-		e->flags |= (flags & ~REQ_SWEEP);
-		if (seen_version > e->seen_version)
-			e->seen_version = seen_version;
-		pg_atomic_fetch_add_u64(&oauth_shared->stats[ST_JOINED], 1);
-		return e;
-	}
-	else if (e->state == RS_RUNNING)
-	{
+		uint32		before = e->flags;
+
+		if (flags & REQ_REJECTED)
+		{
+			e->flags |= REQ_REJECTED;
+			e->rejected_version = Max(e->rejected_version, seen_version);
+		}
+		if (e->state == RJ_QUEUED)
+		{
+			/* nothing sent yet: the request becomes what every joiner needs */
+			if (!(flags & REQ_SWEEP))
+				e->flags &= ~REQ_SWEEP;
+			e->flags |= (flags & ~REQ_SWEEP);
+			if (seen_version > e->seen_version)
+				e->seen_version = seen_version;
+		}
+		if (e->flags != before)
+			ring_push_locked(e);
 		pg_atomic_fetch_add_u64(&oauth_shared->stats[ST_JOINED], 1);
 		return e;
 	}
 
 	/* new, or DONE: (re-)arm */
-	e->state = RS_PENDING;
+	oauth_set_state_locked(e, RJ_QUEUED);
 	e->dboid = dboid;
 	e->flags = flags;
 	e->seen_version = seen_version;
+	e->rejected_version = (flags & REQ_REJECTED) ? seen_version : 0;
 	e->gen = ++oauth_shared->next_gen;
-	oauth_shared->ring[oauth_shared->ring_tail % oauth_shared->ring_size] = *id;
-	oauth_shared->ring_tail++;
+	ring_push_locked(e);
 	return e;
 }
 

@@ -13,18 +13,28 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-/* What a request asks for (flags). */
+/* What a request asks for (flags); posters joining an entry OR theirs in. */
 #define REQ_FORCE		0x01	/* refresh even if the row is fresh */
 #define REQ_REJECTED	0x02	/* the application saw a 401 for this token */
-#define REQ_SWEEP		0x04	/* posted by a sweep, not by a caller */
+#define REQ_SWEEP		0x04	/* posted by a sweep only; cleared when a caller joins */
 
-/* Entry states. */
-typedef enum RequestState
+/*
+ * A refresh job's state: one value, shared by the request table's entry and
+ * the worker's Job (worker.h).  The transitions, who makes them and under
+ * which lock, are in shmem.c's header.  Shown by oauth.refresh_jobs().
+ */
+typedef enum RefreshJobState
 {
-	RS_PENDING,					/* queued, the worker has not started it */
-	RS_RUNNING,					/* the worker is refreshing it */
-	RS_DONE						/* outcome is set; kept while waiters read it */
-} RequestState;
+	RJ_QUEUED,					/* posted, nothing sent: joiners' flags still
+								 * shape the request */
+	RJ_SENDING,					/* the row was read and the request handed to
+								 * curl: what it sends is fixed */
+	RJ_ANSWERED,				/* the provider answered (or the call failed);
+								 * the result is being stored */
+	RJ_DONE						/* outcome set; kept while waiters read it */
+} RefreshJobState;
+
+extern const char *const refresh_job_state_names[];
 
 /* Outcomes, as the worker reports them. */
 typedef enum RefreshOutcome
@@ -47,10 +57,14 @@ typedef enum RefreshOutcome
 typedef struct RefreshEntry
 {
 	pg_uuid_t	id;				/* hash key: the connection */
-	RequestState state;
+	RefreshJobState state;
+	TimestampTz state_since;	/* when state last changed */
 	Oid			dboid;
 	uint32		flags;
 	int64		seen_version;	/* refresh only if the row still has it */
+	int64		rejected_version;	/* REQ_REJECTED: the version whose token
+									 * the provider refused */
+	bool		in_ring;		/* its id is in the ring, not yet drained */
 	uint64		gen;			/* bumped each time the entry is re-armed */
 	uint64		done_gen;		/* gen of the last completed run */
 	int			nwaiters;		/* callers sleeping on this entry */
@@ -87,7 +101,7 @@ typedef struct OAuthShared
 	uint8		claimed[OAUTH_CLAIMED_CODES][32];	/* SHA-256 of codes sent */
 	uint32		claimed_next;
 	uint64		next_gen;		/* generations are unique across entries' lives */
-	pg_uuid_t	ring[FLEXIBLE_ARRAY_MEMBER];	/* ids of newly pending entries */
+	pg_uuid_t	ring[FLEXIBLE_ARRAY_MEMBER];	/* ids the worker must look at */
 } OAuthShared;
 
 extern OAuthShared *oauth_shared;
@@ -102,6 +116,7 @@ extern ConditionVariable *oauth_entry_cv(const pg_uuid_t *id);
 extern RefreshEntry *oauth_post_request_locked(const pg_uuid_t *id, Oid dboid,
 											   int64 seen_version, uint32 flags,
 											   bool *full);
+extern void oauth_set_state_locked(RefreshEntry *e, RefreshJobState state);
 extern void oauth_wake_worker(void);
 extern void oauth_stat_add(OAuthStat s, int64 n);
 

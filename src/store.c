@@ -38,7 +38,7 @@ static bool callback_registered = false;
 
 /* attribute numbers, found by name when the cache is filled */
 static AttrNumber a_workspace, a_provider, a_access, a_expires, a_refresh_after,
-			a_reauth, a_revoked, a_next_attempt, a_last_error, a_version;
+			a_reauth, a_revoked, a_next_attempt, a_last_error, a_version, a_refreshed_at;
 
 static void
 forget_relids(Datum arg, Oid relid)
@@ -92,6 +92,7 @@ ensure_relids(void)
 	a_next_attempt = attnum_of("next_attempt_at");
 	a_last_error = attnum_of("last_refresh_error");
 	a_version = attnum_of("version");
+	a_refreshed_at = attnum_of("refreshed_at");
 }
 
 char *
@@ -125,10 +126,9 @@ oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap)
 	if (HeapTupleIsValid(tup))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
-		Datum		values[64];
-		bool		nulls[64];
+		Datum	   *values = palloc(desc->natts * sizeof(Datum));
+		bool	   *nulls = palloc(desc->natts * sizeof(bool));
 
-		Assert(desc->natts <= 64);
 		heap_deform_tuple(tup, desc, values, nulls);
 		snap->found = true;
 		snap->workspace_id = TextDatumGetCString(values[a_workspace - 1]);
@@ -152,11 +152,33 @@ oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap)
 			snap->has_next_attempt = true;
 			snap->next_attempt_at = DatumGetTimestampTz(values[a_next_attempt - 1]);
 		}
+		if (!nulls[a_refreshed_at - 1])
+		{
+			snap->has_refreshed_at = true;
+			snap->refreshed_at = DatumGetTimestampTz(values[a_refreshed_at - 1]);
+		}
 		if (!nulls[a_last_error - 1])
 			snap->last_error = TextDatumGetCString(values[a_last_error - 1]);
 		snap->version = DatumGetInt64(values[a_version - 1]);
+		pfree(values);
+		pfree(nulls);
 	}
 	systable_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Is the connection's access token still valid (no expiry, or an expiry in
+ * the future)?  For the worker: a connection without a refresh token cannot
+ * be refreshed, but it is not dead while its token is still valid.
+ */
+bool
+oauth_access_still_valid(const pg_uuid_t *id)
+{
+	ConnSnapshot snap;
+
+	oauth_read_connection(id, &snap);
+	return snap.found && snap.access_ct != NULL &&
+		(!snap.has_expires || snap.expires_at > GetCurrentTimestamp());
 }

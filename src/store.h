@@ -22,6 +22,8 @@ typedef struct ConnSnapshot
 	TimestampTz refresh_after;
 	bool		reauth_required;
 	bool		revoked;
+	bool		has_refreshed_at;
+	TimestampTz refreshed_at;	/* when the current token was obtained */
 	bool		has_next_attempt;
 	TimestampTz next_attempt_at;
 	char	   *last_error;
@@ -30,5 +32,6 @@ typedef struct ConnSnapshot
 
 extern void oauth_read_connection(const pg_uuid_t *id, ConnSnapshot *snap);
 extern char *oauth_uuid_str(const pg_uuid_t *id);
+extern bool oauth_access_still_valid(const pg_uuid_t *id);
 
 #endif

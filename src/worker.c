@@ -93,9 +93,10 @@ worker_cleanup(int code, Datum arg)
 		hash_seq_init(&st, oauth_requests);
 		while ((e = hash_seq_search(&st)) != NULL)
 		{
-			if (e->state == RS_DONE)
+			e->in_ring = false;
+			if (e->state == RJ_DONE)
 				continue;
-			e->state = RS_DONE;
+			oauth_set_state_locked(e, RJ_DONE);
 			e->done_gen = e->gen;
 			e->outcome = RO_UNAVAILABLE;
 			strlcpy(e->message, "the oauth_tokens worker stopped; retry", OUTCOME_MSG_LEN);
@@ -147,6 +148,7 @@ oauth_worker_main(Datum arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(oauth_database, NULL, 0);
+	SetConfigOption("application_name", "oauth_tokens worker", PGC_USERSET, PGC_S_SESSION);
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
@@ -226,7 +228,7 @@ oauth_worker_main(Datum arg)
 		}
 		if (jobs_writes_pending())
 			timeout = Min(timeout, 200);
-		pgstat_report_activity(STATE_IDLE, NULL);
+		pgstat_report_activity(STATE_IDLE, queue_activity());
 		http_wait(timeout, &ev);
 		if (ev & WL_LATCH_SET)
 			ResetLatch(MyLatch);

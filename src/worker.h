@@ -41,12 +41,16 @@
  */
 typedef struct Job
 {
-	dlist_node	node;			/* in queue, running or the kept answers */
+	dlist_node	node;			/* in a queue, running, or the kept answers */
 	pg_uuid_t	id;
 	char	   *idstr;
 	uint64		gen;
+	RefreshJobState state;		/* as in the entry while the entry has gen */
 	int64		seen_version;
 	uint32		flags;
+	int64		rejected_version;	/* REQ_REJECTED: the refused token's version */
+	int64		rejected_marked;	/* the version already marked refused */
+	bool		swept;			/* queued (and run) as sweep work */
 	int64		rank;			/* sweep jobs: place in the fair order (queue_order) */
 	MemoryContext cxt;
 	char	   *provider;		/* known after the first prepare */
@@ -57,11 +61,10 @@ typedef struct Job
 	HttpCall   *call;
 	TimestampTz started;
 	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
-	bool		notified;		/* its outcome was already given to waiters */
+	bool		notified;		/* its entry is DONE: waiters have its outcome */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
 	TimestampTz next_attempt;	/* after a transient failure, as stored */
-	/* outcome */
-	bool		finished;
+	/* result: ans in ANSWERED (to store), outcome once stored or DONE */
 	TokenAnswer ans;
 	RefreshOutcome outcome;
 	char	   *message;
@@ -75,6 +78,8 @@ extern int	n_queued;
 extern int	n_running;
 extern bool sweep_again;
 extern void queue_drain_ring(void);
+extern void queue_forget(Job *job);
+extern char *queue_activity(void);
 extern void queue_sweep(void);
 extern void queue_order(void);
 extern void queue_start_jobs(void);
@@ -83,7 +88,9 @@ extern int	queue_provider_running(const char *provider);
 
 /* job.c */
 extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
+extern void job_set_state(Job *job, RefreshJobState state);
 extern void job_prepare(Job *job);
+extern void jobs_mark_rejected(List *jobs);
 extern void job_notify(Job *job);
 extern void job_publish(Job *job);
 extern void jobs_conclude(List *done);
@@ -92,6 +99,7 @@ extern void jobs_collect_finished(void);
 extern void jobs_retry_writes(void);
 extern bool jobs_write_pending_for(const pg_uuid_t *id);
 extern bool jobs_writes_pending(void);
+extern int	jobs_kept(void);
 
 /* batch.c */
 typedef void (*JobFn) (Job *job);

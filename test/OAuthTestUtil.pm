@@ -66,6 +66,8 @@ runs.  Options:
   sweep_interval    '0' (default: the tests drive refreshes themselves)
   log_min_messages  'debug1' (default)
   ext_version       the extension version to create (default: the default_version)
+  create_extension  0: create no extension (the worker then waits for one)
+  allows_streaming  1 or 'logical': init the cluster for replication (standbys, subscriptions)
   conf              more postgresql.conf lines, appended last
 
 =cut
@@ -108,7 +110,7 @@ sub oauth_node
 {
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init($opt{allows_streaming} ? (allows_streaming => $opt{allows_streaming}) : ());
 
 	my $conf = "shared_preload_libraries = 'oauth_tokens'\n"
 	  . "oauth.database = 'postgres'\n"
@@ -129,7 +131,8 @@ sub oauth_node
 	$node->safe_psql('postgres',
 		'CREATE EXTENSION oauth_tokens'
 		  . (defined $opt{ext_version} ? " VERSION '$opt{ext_version}'" : '')
-		  . ' CASCADE');
+		  . ' CASCADE')
+	  if $opt{create_extension} // 1;
 	oauth_wait_worker($node);
 	return $node;
 }

@@ -83,7 +83,8 @@ CREATE TABLE oauth.events (
     event         text NOT NULL CHECK (event IN (
                       'created', 'refreshed', 'refresh_failed', 'reauth_required',
                       'reauthorized', 'revoked', 'deleted', 'token_rejected',
-                      'provider_registered', 'key_rotated')),
+                      'provider_registered', 'key_rotated',
+                      'copy_adopted')),
     detail        jsonb NOT NULL DEFAULT '{}'
 );
 CREATE INDEX events_at_idx ON oauth.events (at);

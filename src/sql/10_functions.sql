@@ -57,12 +57,19 @@ BEGIN
     END IF;
 END $$;
 
+-- Internal: placeholders, user information and allowed_hosts of a URL
+-- template (src/urls.c): a {placeholder} in the host requires allowed_hosts.
+CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
+
 -- Internal: the due connections, fairly ordered: the oldest due of every
 -- workspace first, then the second of each, and so on; paused providers are
 -- skipped.  Used by the worker's sweep and by refresh_due().
 CREATE FUNCTION oauth._due_connections(max_connections int)
 RETURNS TABLE (id uuid, version bigint, workspace_id text, provider text)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+-- refresh_due() runs this in the caller's session: resolve in pg_catalog only
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT d.id, d.version, d.workspace_id, d.provider
       FROM (SELECT c.id, c.version, c.workspace_id, c.provider, c.refresh_after,
                    row_number() OVER (PARTITION BY c.workspace_id ORDER BY c.refresh_after) AS rn
@@ -226,6 +233,9 @@ BEGIN
     PERFORM oauth._check_url('token_url', v_token_url);
     PERFORM oauth._check_url('revoke_url', v_revoke_url);
     PERFORM oauth._check_url('authorize_url', v_authorize_url);
+    PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
+    PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -442,3 +452,11 @@ CREATE FUNCTION oauth.stats(
     OUT refreshes_failed_transient bigint, OUT refreshes_failed_permanent bigint,
     OUT waits bigint, OUT waiters_served_by_another bigint, OUT in_flight bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'oauth_stats' LANGUAGE C VOLATILE;
+
+-- Issue 8 (engine): the refresh jobs in the shared request table, with their
+-- state (queued, sending, answered, done); see the README's state model.
+CREATE FUNCTION oauth.refresh_jobs(
+    OUT connection_id uuid, OUT state text, OUT requested_by text,
+    OUT forced boolean, OUT token_rejected boolean, OUT waiters int,
+    OUT state_since timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'oauth_refresh_jobs' LANGUAGE C VOLATILE;

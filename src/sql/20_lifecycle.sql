@@ -11,24 +11,11 @@ CREATE FUNCTION oauth._provider_call(provider text, kind text, fields jsonb, met
     OUT http_status int)
     AS 'MODULE_PATHNAME', 'oauth_provider_call' LANGUAGE C VOLATILE;
 
--- Internal: fill {name} placeholders of a URL from metadata.
-CREATE FUNCTION oauth._fill_url(url text, metadata jsonb) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    m text[];
-    v text;
-BEGIN
-    FOR m IN SELECT regexp_matches(url, '\{([A-Za-z0-9_]+)\}', 'g') LOOP
-        v := metadata ->> m[1];
-        IF v IS NULL OR v !~ '^[A-Za-z0-9._:-]+$' THEN
-            RAISE EXCEPTION 'URL placeholder {%} has no valid value in metadata', m[1]
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = format('Pass metadata => ''{"%s": "..."}''.', m[1]);
-        END IF;
-        url := replace(url, '{' || m[1] || '}', v);
-    END LOOP;
-    RETURN url;
-END $$;
+-- Internal: fill {name} placeholders of a URL from metadata (src/urls.c).
+-- The one filler of every URL the extension builds: token, revoke and
+-- authorize URLs go through the same value and allowed_hosts checks.
+CREATE FUNCTION oauth._fill_url(provider text, url text, metadata jsonb, allowed_hosts text[])
+RETURNS text AS 'MODULE_PATHNAME', 'oauth_fill_url_sql' LANGUAGE C STABLE;
 
 -- Public: step 1 of the flow, the URL to send the customer to.
 CREATE FUNCTION oauth.authorize_url(provider text, redirect_uri text, state text,
@@ -79,19 +66,23 @@ BEGIN
     FOR k, v IN SELECT e.key, e.value FROM jsonb_each_text(p.authorize_params) e ORDER BY e.key LOOP
         q := q || '&' || oauth._urlencode(k) || '=' || oauth._urlencode(v);
     END LOOP;
-    RETURN oauth._fill_url(p.authorize_url, coalesce(metadata, '{}'))
+    RETURN oauth._fill_url(p.name, p.authorize_url, coalesce(metadata, '{}'), p.allowed_hosts)
         || CASE WHEN p.authorize_url LIKE '%?%' THEN '&' ELSE '?' END || q;
 END $$;
 
 -- Internal: store a token answer as a connection (new, or an existing one of
--- the same account re-authorized).  Returns the id.
+-- the same account re-authorized).  Returns the id.  The insert comes first,
+-- with ON CONFLICT DO NOTHING: of two concurrent exchanges for the same
+-- account, the second waits for the first, then updates the row it made,
+-- so a redeemed code never ends in a unique violation.
 CREATE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
                                    p_grant_type text, r record, p_scope text[], p_metadata jsonb)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     p oauth.providers;
     c oauth.connections;
-    v_id uuid;
+    v_id uuid := gen_random_uuid();
+    v_new uuid;
     v_exp timestamptz;
     v_rt_exp timestamptz;
     v_scope text[];
@@ -102,47 +93,55 @@ BEGIN
     v_rt_exp := CASE WHEN r.rt_expires_in IS NOT NULL THEN now() + r.rt_expires_in * interval '1 second' END;
     v_scope := CASE WHEN r.scope IS NOT NULL AND r.scope <> ''
                     THEN regexp_split_to_array(trim(r.scope), '[ ,]+') ELSE coalesce(p_scope, '{}') END;
-    SELECT * INTO c FROM oauth.connections
-     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
-       FOR UPDATE;
-    IF FOUND THEN
-        v_id := c.id;
-        UPDATE oauth.connections SET
-            access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
-            refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
-                THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
-                ELSE refresh_token_ciphertext END,
-            grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
-            refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
-            refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
-            last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
-            version = c.version + 1, updated_at = now()
-         WHERE id = v_id
-        RETURNING * INTO c;
-        UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
-                p.refresh_token_idle_ttl, v_rt_exp, now(),
-                c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
-         WHERE id = v_id;
-        PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
-                             jsonb_build_object('grant_type', p_grant_type));
-        PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-            'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
-    ELSE
-        v_id := gen_random_uuid();
-        INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
-            access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
-            refresh_token_expires_at, refresh_after, refreshed_at, metadata)
-        VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
-            oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
-            oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
-            v_scope, v_exp, v_rt_exp,
-            oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
-                                 r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
-            now(), p_metadata || r.metadata);
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_token_expires_at, refresh_after, refreshed_at, metadata)
+    VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type,
+        oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh'),
+        v_scope, v_exp, v_rt_exp,
+        oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl, v_rt_exp, now(),
+                             r.refresh_token IS NOT NULL OR p_grant_type = 'client_credentials', true),
+        now(), p_metadata || r.metadata)
+    ON CONFLICT (workspace_id, provider, provider_account_id) DO NOTHING
+    RETURNING id INTO v_new;
+    IF v_new IS NOT NULL THEN
         PERFORM oauth._event('created', p_workspace, v_id, p_provider,
             jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
                                'has_refresh_token', r.refresh_token IS NOT NULL));
+        RETURN v_id;
     END IF;
+
+    SELECT * INTO c FROM oauth.connections
+     WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        -- only in REPEATABLE READ or SERIALIZABLE, against a row committed meanwhile
+        RAISE EXCEPTION 'could not store the grant: a concurrent call stored this account''s connection'
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'Call exchange_code in a READ COMMITTED transaction.';
+    END IF;
+    v_id := c.id;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(r.access_token, 'connection/' || v_id || '/access'),
+        refresh_token_ciphertext = CASE WHEN r.refresh_token IS NOT NULL
+            THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh')
+            ELSE refresh_token_ciphertext END,
+        grant_type = p_grant_type, scope = v_scope, expires_at = v_exp,
+        refresh_token_expires_at = v_rt_exp, metadata = c.metadata || p_metadata || r.metadata,
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = v_id
+    RETURNING * INTO c;
+    UPDATE oauth.connections SET refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer,
+            p.refresh_token_idle_ttl, v_rt_exp, now(),
+            c.refresh_token_ciphertext IS NOT NULL OR p_grant_type = 'client_credentials', true)
+     WHERE id = v_id;
+    PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
+                         jsonb_build_object('grant_type', p_grant_type));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
+        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
@@ -177,6 +176,7 @@ DECLARE
     v_id uuid;
     v_account text;
     v_token_url text;
+    v_allowed_hosts text[];
     v_paused boolean;
     v_pause_reason text;
 BEGIN
@@ -191,8 +191,8 @@ BEGIN
     IF jsonb_typeof(metadata) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT pr.token_url, pr.paused_at IS NOT NULL, pr.pause_reason
-      INTO v_token_url, v_paused, v_pause_reason
+    SELECT pr.token_url, pr.allowed_hosts, pr.paused_at IS NOT NULL, pr.pause_reason
+      INTO v_token_url, v_allowed_hosts, v_paused, v_pause_reason
       FROM oauth._provider(provider) pr;
     -- what would stop the request before it is sent (a paused provider, a
     -- token URL that cannot be built) fails before the code is claimed: a
@@ -202,7 +202,7 @@ BEGIN
             USING ERRCODE = 'OA004', DETAIL = coalesce(v_pause_reason, ''),
                   HINT = 'Fix its client credentials with oauth.register_provider(); that resumes it.';
     END IF;
-    PERFORM oauth._fill_url(v_token_url, metadata);
+    PERFORM oauth._fill_url(provider, v_token_url, metadata, v_allowed_hosts);
     h := sha256(convert_to(code, 'UTF8'));
     IF EXISTS (SELECT 1 FROM oauth.code_redemptions cr WHERE cr.code_sha256 = h)
        OR NOT oauth._claim_code(h) THEN
@@ -288,7 +288,8 @@ BEGIN
             remote := CASE WHEN r.klass = 'success' THEN 'revoked' ELSE 'failed' END;
             err := CASE WHEN r.klass <> 'success' THEN r.error END;
         EXCEPTION WHEN OTHERS THEN
-            IF SQLSTATE = '57014' THEN  -- a cancel is the caller's word: stop here
+            -- a cancel is the caller's word, and a copy or a standby sends nothing: stop here
+            IF SQLSTATE IN ('57014', 'OA006') THEN
                 RAISE;
             END IF;
             remote := 'failed';

@@ -373,7 +373,23 @@ VALUES
 -- filled from a connection's metadata, which tenants may influence, and the
 -- token request carries the shared client secret.
 COMMENT ON COLUMN oauth.provider_presets.allowed_hosts IS
-    'Hosts ("*.example.com" or exact) that a {placeholder} host in the token URL may resolve to.';
+    'Hosts ("*.example.com" or exact) that a {placeholder} host in any of the preset''s URLs may name.';
+--
+-- Every preset whose host is a placeholder carries a list (register_provider
+-- refuses a templated host without one):
+--   salesforce  login.salesforce.com and test.salesforce.com (the shared login
+--               hosts) and *.my.salesforce.com (every org's My Domain, sandboxes
+--               included as *.sandbox.my.salesforce.com), from Salesforce's "My
+--               Domain URL formats".  Not *.force.com, *.my.site.com or
+--               *.my.salesforce-sites.com: those host customers' own Sites and
+--               Experience Cloud pages.  Uncertain: orgs still on legacy
+--               instanced hosts (na123.salesforce.com) or on Government Cloud
+--               / China hosts need their host added by hand.
+--   shopify     *.myshopify.com (every shop's admin host).
+--   zendesk     *.zendesk.com (every account's subdomain).
 UPDATE oauth.provider_presets
-   SET allowed_hosts = '{*.salesforce.com,*.force.com,*.salesforce-setup.com}'
- WHERE name = 'salesforce';
+   SET allowed_hosts = CASE name
+       WHEN 'salesforce' THEN '{login.salesforce.com,test.salesforce.com,*.my.salesforce.com}'::text[]
+       WHEN 'shopify' THEN '{*.myshopify.com}'::text[]
+       WHEN 'zendesk' THEN '{*.zendesk.com}'::text[] END
+ WHERE name IN ('salesforce', 'shopify', 'zendesk');

@@ -17,6 +17,9 @@ my $p = OAuthProvider->new;
 my $node = lc_node('presets');
 my $base = $p->base_url;
 my $hostport = '127.0.0.1:' . $p->port;
+# a templated host must be a name in allowed_hosts: curl resolves *.localhost
+# to the loopback interface itself
+my $sfhost = 'na1.sf.localhost';
 
 $p->add_client(client_id => 'cid', client_secret => 'sec');
 $p->add_client(client_id => 'notion-cid', client_secret => 'notion-sec',
@@ -26,7 +29,8 @@ lc_sql($node, <<"SQL");
 SELECT oauth.register_provider('slack1', '$base/api/oauth.v2.access', 'cid', 'sec', preset => 'slack');
 SELECT oauth.register_provider('github1', '$base/login/oauth/access_token', 'cid', 'sec', preset => 'github');
 SELECT oauth.register_provider('hubspot1', '$base/oauth/v1/token', 'cid', 'sec', preset => 'hubspot');
-SELECT oauth.register_provider('sf1', 'http://{instance}/token', 'cid', 'sec', preset => 'salesforce');
+SELECT oauth.register_provider('sf1', 'http://{instance}:@{[ $p->port ]}/token', 'cid', 'sec', preset => 'salesforce',
+                               allowed_hosts => '{*.sf.localhost}');
 SELECT oauth.register_provider('atl1', '$base/atl/oauth/token', 'cid', 'sec', preset => 'atlassian');
 SELECT oauth.register_provider('ms1', 'http://$hostport/{tenant}/oauth2/v2.0/token', 'cid', 'sec',
                                preset => 'microsoft');
@@ -110,7 +114,7 @@ check_reauth($id, 'BAD_REFRESH_TOKEN', 'hubspot_bad');
 # --- Salesforce: {instance} from metadata, no expires_in, instance_url kept ----
 $p->set_grant('sf1', expires_in_style => 'omit',
 	extra => { instance_url => 'https://na99.example.com' });
-$id = expired('sf1', 'sf1', 'sf1.0', metadata => qq({"instance": "$hostport"}));
+$id = expired('sf1', 'sf1', 'sf1.0', metadata => qq({"instance": "$sfhost"}));
 $r = valid_token($id);
 is($r->{out}, 'at-sf1-1', 'salesforce: refresh through the {instance} URL works') or diag($r->{err});
 is(last_request('/token')->{grant_type}, 'refresh_token', 'salesforce: the request reached /token');
@@ -119,20 +123,20 @@ ok($c->{expires_in_s} > 7190 && $c->{expires_in_s} <= 7200,
 	"salesforce: no expires_in: expires_at = now + the preset's 2 hours")
   or diag("expires in $c->{expires_in_s} s");
 is($c->{metadata}{instance_url}, 'https://na99.example.com', 'salesforce: instance_url kept');
-is($c->{metadata}{instance}, $hostport, 'salesforce: the placeholder value is kept');
+is($c->{metadata}{instance}, $sfhost, 'salesforce: the placeholder value is kept');
 # the code exchange too
 $p->set_grant('sf2', expires_in_style => 'omit',
 	extra => { instance_url => 'https://na98.example.com' });
 $p->add_code(code => 'sf-code', grant => 'sf2', redirect_uri => 'https://app.example.com/cb');
 $r = lc_try($node,
 	"SELECT oauth.exchange_code('ws1', 'sf1', 'sf-code', 'https://app.example.com/cb', "
-	  . "provider_account_id => 'sf-user', metadata => '{\"instance\": \"$hostport\"}')");
+	  . "provider_account_id => 'sf-user', metadata => '{\"instance\": \"$sfhost\"}')");
 is($r->{ret}, 0, 'salesforce exchange: succeeds') or diag($r->{err});
 $c = lc_conn($node, $r->{out});
 ok($c->{expires_in_s} > 7190 && $c->{expires_in_s} <= 7200,
 	'salesforce exchange: expires_at = now + 2 hours');
 is($c->{metadata}{instance_url}, 'https://na98.example.com', 'salesforce exchange: instance_url kept');
-is($c->{metadata}{instance}, $hostport, 'salesforce exchange: instance kept');
+is($c->{metadata}{instance}, $sfhost, 'salesforce exchange: instance kept');
 # without the placeholder value, the code is not used up
 $p->add_code(code => 'sf-code2', grant => 'sf3', redirect_uri => 'https://app.example.com/cb');
 $r = lc_try($node,
@@ -141,7 +145,7 @@ $r = lc_try($node,
 is($r->{sqlstate}, '22023', 'salesforce exchange without instance: 22023') or diag($r->{err});
 $r = lc_try($node,
 	"SELECT oauth.exchange_code('ws1', 'sf1', 'sf-code2', 'https://app.example.com/cb', "
-	  . "provider_account_id => 'sf-user2', metadata => '{\"instance\": \"$hostport\"}')");
+	  . "provider_account_id => 'sf-user2', metadata => '{\"instance\": \"$sfhost\"}')");
 is($r->{ret}, 0, 'salesforce exchange: retried with the instance, the code still works')
   or diag($r->{err});
 is($p->stats->{by_code}{'sf-code2'}, 1, 'salesforce exchange: the provider saw the code once');
