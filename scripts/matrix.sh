@@ -30,8 +30,8 @@ cd "$(dirname "$0")/.."
 SRC=$(pwd)
 CACHE=${OAUTH_ROOTFS_CACHE:-/var/cache/oauth_tokens}
 NATIVE_MAJOR=15
-# every major must build without a warning (PGXS appends COPT to CFLAGS)
-COPT="${COPT:+$COPT }-Werror"
+# every major must build without a warning (see WERROR in the Makefile)
+export WERROR=1
 
 # Debian suite that ships each PostgreSQL major (16 is in none of them)
 suite_for() {
@@ -199,7 +199,7 @@ run_rootfs() {
     # without the locks, which what a killed run leaves must not hold
     chroot "$r" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 CI="${CI:-}" COPT="$COPT" \
+        HOME=/root LANG=C.UTF-8 CI="${CI:-}" WERROR=1 \
         make -C /build/oauth_tokens test "${args[@]}" {lock}>&- {own}>&- &
     child=$!
     wait "$child" || status=$?
@@ -230,7 +230,7 @@ main() {
         start=$SECONDS
         echo "==== PostgreSQL $major ===="
         if [ "$major" = $NATIVE_MAJOR ]; then
-            COPT=$COPT bash scripts/test.sh && rc=0 || rc=$?
+            bash scripts/test.sh && rc=0 || rc=$?
         elif suite_for "$major" >/dev/null; then
             # its own process, so that errexit and the exit trap work inside;
             # in the background, so that a signal reaches it at once
