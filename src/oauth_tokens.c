@@ -113,5 +113,7 @@ _PG_init(void)
 		ereport(ERROR, (errmsg("could not initialize libcurl")));
 	oauth_shmem_request();
 	oauth_stats_shmem_init();
-	oauth_register_worker();
+	/* pg_upgrade's servers (-b) must not have a worker holding a database */
+	if (!IsBinaryUpgrade)
+		oauth_register_worker();
 }
