@@ -237,6 +237,7 @@ job_mark_rejected(Job *job)
 	job->rejected_marked = job->rejected_version;
 }
 
+/* job_mark_rejected in the job's memory context, for run_isolated. */
 static void
 mark_rejected_in_cxt(Job *job)
 {
