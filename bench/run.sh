@@ -10,7 +10,10 @@
 #   3. a sweep of 10,000 due connections through the worker;
 #   4. the sweep's due query among 1,000,000 connections;
 #   5. provider calls per needed refresh under a mixed load;
-#   6. caller wait while 2,000 due connections crawl through a slow provider.
+#   6. caller wait while 2,000 due connections crawl through a slow provider;
+#   7. rotate_key over 100,000 connections while callers need refreshes: the
+#      longest caller wait during the rotation (and, for contrast, during the
+#      former single-transaction rotation).
 # Prints a report and writes it to bench/results.md.  Everything it starts is
 # stopped and removed on exit.
 #
@@ -42,7 +45,9 @@ SWEEP_PASSES=${SWEEP_PASSES:-2}
 SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-120}
 CALLS_LIST=""
 BENCH_PROVIDER=${BENCH_PROVIDER:-tuned}
-BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5 6}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5 6 7}
+ROTATE_N=${ROTATE_N:-100000}        # part 7: connections re-encrypted
+ROTATE_CLIENTS=${ROTATE_CLIENTS:-8} # part 7: callers forcing refreshes meanwhile
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}
 PROVIDER_LATENCY_MS=50
 SWEEP_CONCURRENCY=64
@@ -763,6 +768,110 @@ target "4. due query < 50 ms" "$MEDIAN" '<' 50
 SUMMARY+=("| 4. due query uses connections_refresh_after_idx | $idx | $( [ "$idx" = yes ] && echo met || echo MISSED) |")
 }
 
+# ---- part 7: rotate_key over 100,000 connections while callers refresh ------------------
+# Callers (pgbench, ROTATE_CLIENTS sessions) force refreshes of 2,000
+# connections through the worker (provider latency 50 ms) while rotate_key
+# re-encrypts ROTATE_N connections; every caller's wait comes from pgbench's
+# per-transaction log.  The same is measured during the former rotation (one
+# transaction holding every row lock), run inline as a DO block.
+rotate_window() {   # LOGPREFIX T0 T1 -> "n max p99" of callers overlapping [T0, T1]
+    cat "$1".* 2>/dev/null | awk -v t0="$2" -v t1="$3" '
+        { end = $5 + $6 / 1e6; start = end - $3 / 1e6;
+          if (start < t1 && end > t0) printf "%.1f\n", $3 / 1000.0 }' | sort -n | awk '
+        { l[NR] = $1 }
+        END { if (NR == 0) { print "0 0 0"; exit }
+              k = int(0.99 * NR + 0.999); if (k < 1) k = 1;
+              printf "%d %.1f %.1f\n", NR, l[NR], l[k] }'
+}
+rotate_run() {      # LABEL SQL -> sets R_SECS R_N R_MAX R_P99 R_BASE_MAX R_TRANS
+    local label=$1 sql=$2 t0 t1 tr0 tr1 pid
+    tr0=$(q "SELECT refreshes_failed_transient FROM oauth.stats()")
+    rm -f "$TMP"/rot_"$label".*
+    (cd "$TMP" && "${RUN[@]}" $PG_BIN/pgbench -n -h "$TMP" -p "$PORT" -c "$ROTATE_CLIENTS" -j 2 \
+        -T "$ROTATE_BENCH_T" -f "$TMP/rotate_callers.sql" -l --log-prefix="rot_$label" "$DB" \
+        >"$TMP/rot_$label.out" 2>&1) &
+    pid=$!
+    PGBENCH_BG="$PGBENCH_BG $pid"
+    sleep 3
+    t0=$(date +%s.%N)
+    q "$sql" >/dev/null
+    t1=$(date +%s.%N)
+    wait "$pid" || die "pgbench (part 7, $label) failed: $(tail -3 "$TMP/rot_$label.out")"
+    R_SECS=$(calc %.2f "$t1 - $t0")
+    read -r R_N R_MAX R_P99 < <(rotate_window "$TMP/rot_$label" "$t0" "$t1")
+    read -r _ R_BASE_MAX _ < <(rotate_window "$TMP/rot_$label" 0 "$t0")
+    tr1=$(q "SELECT refreshes_failed_transient FROM oauth.stats()")
+    R_TRANS=$((tr1 - tr0))
+    log "  $label: $R_SECS s; callers during it: $R_N, longest wait $R_MAX ms (p99 $R_P99 ms; before it $R_BASE_MAX ms), transient outcomes $R_TRANS"
+}
+rotate_add_key() {  # put a new key on the first line of the key ring
+    as_pg bash -c "umask 077; { printf '$1:%s\n' \"\$(openssl rand -base64 32)\"; cat '$DATA/oauth_tokens.keys'; } > '$DATA/oauth_tokens.keys.new' && mv '$DATA/oauth_tokens.keys.new' '$DATA/oauth_tokens.keys'"
+    q "SELECT oauth._reload_keys()" >/dev/null
+}
+part7() {
+log "part 7: inserting $ROTATE_N connections to re-encrypt"
+ctl post "$PURL/_control/reset" '{}'
+ctl post "$PURL/_control/default" "{\"latency_ms\": $PROVIDER_LATENCY_MS}"
+q "SELECT oauth.register_provider('rot', '$PURL/token', 'bench-client', 'bench-secret')" >/dev/null
+q "CREATE SCHEMA IF NOT EXISTS bench;
+   CREATE TABLE bench.rot_ids (n int PRIMARY KEY, workspace_id text NOT NULL, id uuid NOT NULL);
+   INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id,
+                                  access_token_ciphertext, refresh_token_ciphertext,
+                                  expires_at, refresh_after)
+   SELECT s.id, 'rws' || (s.g % 100), 'rot', 'racct' || s.g,
+          oauth._seal('rot-access-' || s.g, 'connection/' || s.id || '/access'),
+          oauth._seal('r' || s.g || '.0', 'connection/' || s.id || '/refresh'),
+          now() + interval '1 day', now() + interval '1 day'
+     FROM (SELECT g, gen_random_uuid() AS id FROM generate_series(1, $ROTATE_N) g) s;
+   INSERT INTO bench.rot_ids
+   SELECT row_number() OVER (ORDER BY c.id), c.workspace_id, c.id
+     FROM oauth.connections c WHERE c.provider = 'rot' LIMIT 2000;" >/dev/null
+q "VACUUM ANALYZE oauth.connections, bench.rot_ids" >/dev/null
+printf '%s\n' '\set n random(1, 2000)' \
+    'SELECT oauth.refresh(b.workspace_id, b.id) FROM bench.rot_ids b WHERE b.n = :n;' \
+    > "$TMP/rotate_callers.sql"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$TMP/rotate_callers.sql"
+total=$(q "SELECT count(*) FROM oauth.connections")
+ROTATE_BENCH_T=${ROTATE_BENCH_T:-40}
+rotate_add_key k2
+log "part 7: rotate_key() over $total connections with $ROTATE_CLIENTS callers refreshing"
+rotate_run batched "SELECT oauth.rotate_key()"
+B_SECS=$R_SECS; B_N=$R_N; B_MAX=$R_MAX; B_P99=$R_P99; B_BASE=$R_BASE_MAX; B_TRANS=$R_TRANS
+left=$(q "SELECT count(*) FROM oauth.connections WHERE oauth._key_id(access_token_ciphertext) <> 'k2'")
+rotate_add_key k3
+log "part 7: the former rotation (one transaction) for contrast"
+rotate_run single "DO \$\$ DECLARE k text := oauth._active_key_id(); r record; ctx text; BEGIN
+    FOR r IN SELECT c.id, c.access_token_ciphertext AS a, c.refresh_token_ciphertext AS rt
+               FROM oauth.connections c
+              WHERE oauth._key_id(c.access_token_ciphertext) <> k OR oauth._key_id(c.refresh_token_ciphertext) <> k
+                FOR UPDATE
+    LOOP
+        ctx := 'connection/' || r.id;
+        UPDATE oauth.connections SET
+            access_token_ciphertext = CASE WHEN r.a IS NULL THEN NULL ELSE oauth._seal(oauth._open(r.a, ctx || '/access'), ctx || '/access') END,
+            refresh_token_ciphertext = CASE WHEN r.rt IS NULL THEN NULL ELSE oauth._seal(oauth._open(r.rt, ctx || '/refresh'), ctx || '/refresh') END
+         WHERE id = r.id;
+    END LOOP; END \$\$"
+{
+    echo "## 7. rotate_key over $total connections while callers refresh"
+    echo
+    echo "$ROTATE_CLIENTS pgbench sessions call oauth.refresh() (a forced refresh through the worker,"
+    echo "provider latency $PROVIDER_LATENCY_MS ms) on 2,000 of the connections being re-encrypted,"
+    echo "from 3 s before the rotation until after it; a caller's wait is its pgbench latency,"
+    echo "for every call that overlapped the rotation. \"former\" is the previous rotate_key"
+    echo "body (one transaction locking every row), run inline for contrast."
+    echo
+    echo "| rotation | time (s) | callers during it | longest caller wait (ms) | p99 (ms) | longest before it (ms) | transient outcomes |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| rotate_key() (batches of 1,000, own worker) | $B_SECS | $B_N | $B_MAX | $B_P99 | $B_BASE | $B_TRANS |"
+    echo "| former: one transaction | $R_SECS | $R_N | $R_MAX | $R_P99 | $R_BASE_MAX | $R_TRANS |"
+    echo
+    echo "Connections left under the old key after rotate_key(): $left."
+    echo
+} >> "$RES"
+SUMMARY+=("| 7. rotate_key of $total connections: longest caller wait (ms) | $B_MAX (former: $R_MAX) | |")
+}
+
 for p in 1 2 3 4; do
     if part $p; then
         "part$p"
@@ -1002,7 +1111,7 @@ target "6. caller of another provider, max wait <= ${Q_TARGET} ms" "$Q_MAX" '<='
 target "6. caller of the slow provider, max wait <= ${S_TARGET} ms" "$S_MAX" '<=' "$S_TARGET"
 }
 
-for p in 5 6; do
+for p in 5 6 7; do
     if part $p; then
         "part$p"
     fi
@@ -1022,7 +1131,7 @@ done
 echo
 cat "$RES"
 echo
-if [ "$BENCH_PARTS" = "1 2 3 4 5 6" ]; then
+if [ "$BENCH_PARTS" = "1 2 3 4 5 6 7" ]; then
     cp "$RES" "$SRC/bench/results.md"
     log "results written to bench/results.md"
 else

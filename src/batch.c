@@ -88,6 +88,7 @@ end_work(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	pgstat_report_stat(false);	/* the worker's churn reaches autovacuum */
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -15,14 +15,21 @@
  *	  and event; or the dead grant; or the provider's pause.  Every write is
  *	  version-checked: a stale result never overwrites a newer one.
  *	- Row locks are waited for briefly (lock_timeout, batch.c).  An answer
- *	  with tokens that meets a locked row is kept (pending_writes) and
- *	  stored again every 200 ms; its waiters hear "transient" at once, and
- *	  no new refresh of that connection starts meanwhile
- *	  (jobs_write_pending_for).  A kept answer lives only in the worker's
- *	  memory: a worker exit loses it.
+ *	  with tokens is recorded in oauth.pending_answers before it is applied
+ *	  (durable.c, answers_record); whatever stops the apply (a locked row,
+ *	  any error) keeps it (answers_keep) and it is stored again later; its
+ *	  waiters hear "transient" at once, and no new refresh of that
+ *	  connection starts meanwhile (jobs_write_pending_for).  Applying it
+ *	  deletes its record in the same subtransaction.
+ *	- A call that was sent and not answered may be sent again at once
+ *	  inside the provider's rotation grace (answers_retry_lost), and its
+ *	  callers are told after oauth.http_timeout while it goes on
+ *	  (job_record_transient, from answers_release_waiters).
  *
- * The window between a provider's answer and the commit is as short as one
- * UPDATE and a commit; a crash inside it loses a rotated refresh token.
+ * The window that remains lies between a provider's answer and the commit
+ * of its record: one INSERT and a commit (durable.c); a crash inside it
+ * loses a rotated refresh token, and no client of a token endpoint can
+ * close it.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,9 +51,6 @@
 #include "store.h"
 #include "worker.h"
 
-/* answers to store again: their row was locked */
-static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);
-static TimestampTz next_write_retry = 0;
 
 static SPIPlanPtr plan_success = NULL;
 static SPIPlanPtr plan_transient = NULL;
@@ -63,9 +67,9 @@ prepare_plans(void)
 		"UPDATE oauth.connections c SET "
 		"  access_token_ciphertext = $2, "
 		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
-		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
 		"                    ELSE $9 + p.default_lifetime END, "
-		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
+		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
 		"                    ELSE c.refresh_token_expires_at END, "
 		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
 		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
@@ -73,10 +77,10 @@ prepare_plans(void)
 		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
 		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
 		"  refresh_after = oauth._refresh_after("
-		"      CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
+		"      CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
 		"           ELSE $9 + p.default_lifetime END, "
 		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
-		"      CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
+		"      CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
 		"           ELSE c.refresh_token_expires_at END, "
 		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
 		"  FROM oauth.providers p "
@@ -91,14 +95,17 @@ prepare_plans(void)
 	 */
 	plan_transient = prepare_saved(
 		"UPDATE oauth.connections c SET "
-		"  failure_count = c.failure_count + 1, last_refresh_error = $2, "
+		"  failure_count = c.failure_count + $5::pg_catalog.int4, last_refresh_error = $2, "
 		"  (next_attempt_at, refresh_after) = (SELECT b.t, b.t FROM (SELECT now() + "
-		"      make_interval(secs => greatest($3, least(3600, 5 * power(2, least(c.failure_count, 12))) "
-		"                                          * (0.5 + random() / 2))) AS t) b), "
+		"      pg_catalog.make_interval(secs => greatest($3::pg_catalog.float8, "
+		"          least(3600::pg_catalog.float8, 5::pg_catalog.float8 OPERATOR(pg_catalog.*) "
+		"                pg_catalog.power(2::pg_catalog.float8, least(c.failure_count, 12)::pg_catalog.float8)) "
+		"          OPERATOR(pg_catalog.*) (0.5::pg_catalog.float8 OPERATOR(pg_catalog.+) "
+		"                                 (pg_catalog.random() OPERATOR(pg_catalog./) 2::pg_catalog.float8)))) AS t) b), "
 		"  updated_at = now() "
 		" WHERE c.id = $1 AND c.version = $4 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
 		"RETURNING c.next_attempt_at, c.failure_count",
-		4, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID});
+		5, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID, INT4OID});
 	plan_reauth = prepare_saved(
 		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
 		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
@@ -129,15 +136,8 @@ finish_job(Job *job)
 	prepare_plans();
 	if (a->klass != RO_REFRESHED)
 		job_mark_rejected(job);	/* not yet done if its row was locked */
-	if (a->klass == RO_PROVIDER && url_host_templated(job->conf.token_url))
-	{
-		/*
-		 * The host came from this connection's metadata: its rejection says
-		 * nothing about the provider's other tenants, so do not pause them.
-		 */
-		a->klass = RO_TRANSIENT;
-		a->message = psprintf("%s (from this connection's host)", a->message);
-	}
+	if (a->klass == RO_PROVIDER)
+		(void) answers_tenant_failure(job);	/* may make it this connection's failure */
 	job->outcome = a->klass;
 	job->message = a->message;
 	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
@@ -148,6 +148,7 @@ finish_job(Job *job)
 	}
 	if (a->klass == RO_REFRESHED)
 	{
+		bool		stored;
 		Datum		v[9];
 		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
@@ -178,7 +179,10 @@ finish_job(Job *job)
 		 * meets a locked row is retried with them */
 		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not store refreshed token");
-		if (SPI_processed == 0)
+		stored = SPI_processed > 0;
+		/* applied (or superseded): the recorded answer goes, atomically */
+		answers_forget(job);
+		if (!stored)
 		{
 			/* the row moved on (re-authorized, revoked, deleted): discard */
 			job->outcome = RO_NOT_NEEDED;
@@ -187,27 +191,46 @@ finish_job(Job *job)
 			return;
 		}
 		detail = psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
-						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s}",
+						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s"
+						  ", \"durable_us\": " INT64_FORMAT ", \"store_attempts\": %d%s}",
 						  a->http_status, ms, a->refresh_token ? "true" : "false",
 						  a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
 						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
-						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"");
+						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+						  job->durable_us, job->store_failures + 1,
+						  job->lost_retry ? ", \"recovered\": \"answer_lost\"" : "");
 		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
 	}
 	else if (a->klass == RO_REAUTH)
 	{
 		Datum		v[3];
 
+		const char *code = a->error_code ? a->error_code : "invalid_grant";
+		const char *reason = NULL;
+
+		/*
+		 * After a request that was sent and never answered, a dead grant
+		 * most likely means the provider rotated the token in the answer we
+		 * lost: say so, it is not the customer revoking access.
+		 */
+		if (job->lost_retry || job->after_no_answer)
+			reason = "answer_lost";
+		else if (a->tenant_failure)
+			reason = "tenant_rejected";
+		if (reason)
+			code = psprintf("%s: %s", reason, code);
 		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(a->error_code ? a->error_code : "invalid_grant");
+		v[1] = CStringGetTextDatum(code);
 		v[2] = Int64GetDatum(job->seen_version);
 		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not mark connection");
 		if (SPI_processed > 0)
 			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
-					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s}",
-							   json_str(a->error_code), a->http_status, json_str(a->message)));
-		job->message = a->error_code;
+					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s%s%s%s}",
+							   json_str(a->error_code), a->http_status, json_str(a->message),
+							   reason ? ", \"reason\": \"" : "", reason ? reason : "",
+							   reason ? "\"" : ""));
+		job->message = (char *) code;
 	}
 	else if (a->klass == RO_PROVIDER)
 	{
@@ -226,13 +249,14 @@ finish_job(Job *job)
 	}
 	else
 	{
-		Datum		v[4];
+		Datum		v[5];
 		TimestampTz next = 0;
 
 		v[0] = UUIDPGetDatum(&job->id);
 		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
 		v[2] = Float8GetDatum((double) a->retry_after_s);
 		v[3] = Int64GetDatum(job->seen_version);
+		v[4] = Int32GetDatum(job->released ? 0 : 1);	/* counted when released */
 		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record failure");
 		if (SPI_processed > 0)
@@ -268,6 +292,8 @@ jobs_finish(List *done)
 
 	if (done == NIL)
 		return;
+	/* answers with tokens are made durable first, in their own transaction */
+	answers_record(done);
 	begin_work("oauth_tokens: storing refresh results");
 	foreach(lc, done)
 	{
@@ -277,22 +303,14 @@ jobs_finish(List *done)
 		int			sqlstate = 0;
 
 		run_isolated(job, finish_job, &failed, &err, &sqlstate);
-		if (failed && job->ans.klass == RO_REFRESHED &&
-			sqlstate == ERRCODE_LOCK_NOT_AVAILABLE)
+		if (failed && job->ans.klass == RO_REFRESHED)
 		{
-			if (!job->write_pending)
-			{
-				/* waiters hear at once; the job stays ANSWERED, kept */
-				job->outcome = RO_TRANSIENT;
-				job->message = pstrdup("the connection's row is locked by another transaction; "
-									   "the new token is stored once it is released");
-				job->write_pending = true;
-				job_notify(job);
-				queue_forget(job);
-			}
-			if (dlist_is_empty(&pending_writes) && next_write_retry < GetCurrentTimestamp())
-				next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
-			dlist_push_tail(&pending_writes, &job->node);
+			/*
+			 * Whatever went wrong (a locked row, a serialization failure,
+			 * the key file, a constraint or trigger), the answer is kept:
+			 * in oauth.pending_answers and here, and applied again later.
+			 */
+			answers_keep(job, sqlstate == ERRCODE_LOCK_NOT_AVAILABLE, err);
 			continue;
 		}
 		if (failed)
@@ -314,41 +332,66 @@ jobs_finish(List *done)
 	}
 }
 
-/* Try again to store answers whose row was locked. */
-void
-jobs_retry_writes(void)
+
+
+/*
+ * Record a transient failure for a job whose call is still running (its
+ * callers stop waiting, durable.c), inside a batch.  Counts as the job's
+ * failure: the final outcome of the call does not count again.
+ */
+static char *transient_message;
+
+static void
+record_transient(Job *job)
 {
-	List	   *again = NIL;
-	dlist_mutable_iter it;
+	Datum		v[5];
+	bool		isnull;
 
-	if (dlist_is_empty(&pending_writes) || GetCurrentTimestamp() < next_write_retry)
+	prepare_plans();
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = CStringGetTextDatum(transient_message);
+	v[2] = Float8GetDatum(0.0);
+	v[3] = Int64GetDatum(job->seen_version);
+	v[4] = Int32GetDatum(1);
+	if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record failure");
+	if (SPI_processed == 0)
 		return;
-	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
-	dlist_foreach_modify(it, &pending_writes)
-	{
-		Job		   *job = dlist_container(Job, node, it.cur);
-
-		dlist_delete(&job->node);
-		again = lappend(again, job);
-	}
-	jobs_finish(again);
-	list_free(again);
+	job->next_attempt = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+			  psprintf("{\"class\": \"transient\", \"error\": %s, \"next_attempt_at\": %s, "
+					   "\"still_waiting\": true}",
+					   json_str(transient_message),
+					   json_str(timestamptz_to_str(job->next_attempt))));
 }
 
-/* Is an answer for this connection waiting to be stored? */
-bool
-jobs_write_pending_for(const pg_uuid_t *id)
+void
+job_record_transient(Job *job, const char *message)
 {
-	dlist_iter	it;
+	bool		failed;
+	char	   *err;
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 
-	dlist_foreach(it, &pending_writes)
+	transient_message = pstrdup(message);
+	run_isolated(job, record_transient, &failed, &err, NULL);
+	job->outcome = RO_TRANSIENT;
+	job->message = transient_message;
+	MemoryContextSwitchTo(old);
+}
+
+/* Forget step 3's prepared statements (job_plans_reset). */
+void
+finish_plans_reset(void)
+{
+	SPIPlanPtr *plans[] = {&plan_success, &plan_transient, &plan_reauth, &plan_pause};
+
+	for (int i = 0; i < lengthof(plans); i++)
 	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-
-		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
-			return true;
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
 	}
-	return false;
 }
 
 /* Collect finished HTTP calls and jobs that failed before their call. */
@@ -385,6 +428,12 @@ jobs_collect_finished(void)
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		queue_left_running(job);
+		/* libcurl sent it again after a reused connection gave nothing back */
+		if (call->sends > 1)
+			job->lost_retry = true;
+		/* sent, never answered, inside the rotation grace: at once again */
+		if (answers_retry_lost(job))
+			continue;
 		job_set_state(job, RJ_ANSWERED);
 		done = lappend(done, job);
 	}
@@ -392,21 +441,4 @@ jobs_collect_finished(void)
 	list_free(done);
 }
 
-/* Is any answer kept, waiting for its row? */
-bool
-jobs_writes_pending(void)
-{
-	return !dlist_is_empty(&pending_writes);
-}
 
-/* How many answers are kept, waiting for their rows. */
-int
-jobs_kept(void)
-{
-	dlist_iter	it;
-	int			n = 0;
-
-	dlist_foreach(it, &pending_writes)
-		n++;
-	return n;
-}

@@ -62,20 +62,42 @@ static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
 static SPIPlanPtr plan_no_rt = NULL;
 
+/*
+ * Forget the prepared statements of steps 1 and 3: the schema changed under
+ * the worker (ALTER EXTENSION UPDATE); they are made again on next use.
+ */
+void
+job_plans_reset(void)
+{
+	SPIPlanPtr *plans[] = {&plan_read, &plan_hold_off, &plan_rejected, &plan_no_rt};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+	finish_plans_reset();
+}
+
 /* Prepare the statements of step 1, once for the worker's life. */
 static void
 prepare_plans(void)
 {
 	if (plan_rejected)
 		return;
-	plan_read = prepare_saved(
+	plan_read = prepare_saved(psprintf(
 		"SELECT c.workspace_id, c.provider, c.version, c.grant_type, "
 		"       c.refresh_token_ciphertext, c.scope, c.metadata, "
 		"       c.revoked_at IS NOT NULL AS revoked, "
 		"       c.reauth_required_at IS NOT NULL AS reauth_required, c.last_refresh_error, "
-		PROVIDER_CONF_COLUMNS
-		"  FROM oauth.connections c JOIN oauth.providers p ON p.name = c.provider "
-		" WHERE c.id = $1",
+		PROVIDER_CONF_COLUMNS ", %s AS rotation_grace_ms "
+		"  FROM oauth.connections c JOIN oauth.providers p ON p.name OPERATOR(pg_catalog.=) c.provider "
+		" WHERE c.id OPERATOR(pg_catalog.=) $1",
+		/* a 1.0 schema (before ALTER EXTENSION UPDATE) has no rotation_grace */
+		answers_durable_schema ?
+		"CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8)" :
+		"NULL::pg_catalog.int8"),
 		1, (Oid[]) {UUIDOID});
 	/* callers inside the refresh window of a paused provider's connection
 	 * would otherwise post a request on every call */
@@ -327,6 +349,16 @@ prepare_job(Job *job)
 	job->provider = spi_column_text(t, d, "provider");
 	provider_conf_read(t, d, &job->conf);
 	job->provider_limit = job->conf.max_concurrency;
+	{
+		Datum		g = spi_column(t, d, "rotation_grace_ms", &isnull);
+		char	   *last_error = spi_column_text(t, d, "last_refresh_error");
+
+		job->rotation_grace_ms = isnull ? -1 : DatumGetInt64(g);
+		/* the previous attempt may have spent the refresh token (durable.c) */
+		job->after_no_answer = last_error &&
+			strncmp(last_error, ANSWER_LOST_PREFIX, strlen(ANSWER_LOST_PREFIX)) == 0;
+		job->templated_url = job->conf.token_url && strchr(job->conf.token_url, '{') != NULL;
+	}
 	if (DatumGetBool(spi_column(t, d, "revoked", &isnull)))
 	{
 		job->state = RJ_DONE;

@@ -153,7 +153,8 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 				what = "HTTP error";
 				break;
 		}
-		ans->message = psprintf("%s: %s", what,
+		ans->no_answer = (call->fate == HTTP_NO_ANSWER);
+		ans->message = psprintf("%s%s: %s", ans->no_answer ? "sent, no answer: " : "", what,
 								call->errbuf[0] ? call->errbuf : curl_easy_strerror(call->result));
 		ans->message = clip(ans->message, 180);
 		return;

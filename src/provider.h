@@ -86,6 +86,10 @@ typedef struct TokenAnswer
 	int			retry_after_s;
 	long		http_status;
 	bool		has_error;		/* the body carried an error code */
+	bool		no_answer;		/* sent, but no answer came: the refresh
+								 * token may have been spent (HTTP_NO_ANSWER) */
+	bool		tenant_failure; /* a provider-class answer from a URL filled
+								 * by this connection's metadata (durable.c) */
 } TokenAnswer;
 
 extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
