@@ -14,6 +14,11 @@ DATA = oauth_tokens--1.0.sql oauth_tokens--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 # the version the library reports (PG_MODULE_MAGIC_EXT, src/compat.h)
 PG_CPPFLAGS += -DOAUTH_TOKENS_VERSION=\"$(EXT_VERSION)\"
+# WERROR=1: any compiler warning fails the build, gcc's and clang's bitcode
+# pass alike (scripts/matrix.sh builds every major so)
+ifeq ($(WERROR),1)
+PG_CPPFLAGS += -Werror
+endif
 SHLIB_LINK = -lcurl
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))

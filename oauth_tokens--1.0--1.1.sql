@@ -165,7 +165,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF EXISTS (SELECT 1 FROM jsonb_each(coalesce(v_extra_headers, '{}')) h
-                WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9-]+$') THEN
+                WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9-]+$'
+                   OR h.value #>> '{}' ~ '[\x01-\x1f\x7f]') THEN
         RAISE EXCEPTION 'extra_headers must map header names to strings'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;

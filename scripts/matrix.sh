@@ -19,7 +19,8 @@
 #   make test PG_CONFIG=/usr/lib/postgresql/NN/bin/pg_config
 # inside, as root; scripts/test.sh then runs the tests as the root
 # filesystem's postgres user.  PROVE_TESTS and REGRESS narrow the run as they
-# do for `make test`.  Everything mounted is unmounted on every exit path.
+# do for `make test`.  Everything mounted is unmounted on every exit path
+# (and what a run killed with SIGKILL left is cleaned up by the next run).
 #
 # Needs root.  Exits non-zero when any major fails; every requested major is
 # run even after a failure, and a summary line says how each one went.
@@ -29,8 +30,8 @@ cd "$(dirname "$0")/.."
 SRC=$(pwd)
 CACHE=${OAUTH_ROOTFS_CACHE:-/var/cache/oauth_tokens}
 NATIVE_MAJOR=15
-# every major must build without a warning (PGXS appends COPT to CFLAGS)
-COPT="${COPT:+$COPT }-Werror"
+# every major must build without a warning (see WERROR in the Makefile)
+export WERROR=1
 
 # Debian suite that ships each PostgreSQL major (16 is in none of them)
 suite_for() {
@@ -117,40 +118,38 @@ ensure_rootfs() {
     echo "$root"
 }
 
-# State of the run in progress, for cleanup
+# The run in progress (a directory under $CACHE), for cleanup
 RUN_DIR=
-MOUNTS=()
 
-# End what is still running inside our root, then unmount in reverse order.
-cleanup_run() {
-    local r=$RUN_DIR/root
-    if [ -n "$RUN_DIR" ] && [ -d "$r" ]; then
-        local pids=() p
-        for p in /proc/[0-9]*; do
-            [ "$(readlink "$p/root" 2>/dev/null)" = "$r" ] && pids+=("${p#/proc/}")
-        done
-        if [ ${#pids[@]} -gt 0 ]; then
-            kill -TERM "${pids[@]}" 2>/dev/null || true
-            for _ in $(seq 50); do
-                kill -0 "${pids[@]}" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -KILL "${pids[@]}" 2>/dev/null || true
-        fi
-    fi
-    local i
-    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-        umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" || true
+# End what still runs inside run directory $1's root, unmount everything
+# mounted below it (deepest first), then delete it.
+cleanup_dir() {
+    local dir=$1 r=$1/root p m
+    local pids=()
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/root" 2>/dev/null)" = "$r" ] && pids+=("${p#/proc/}")
     done
-    MOUNTS=()
-    if [ -n "$RUN_DIR" ]; then
-        # never delete through a mount that is still there
-        if grep -q " ${RUN_DIR}[/ ]" /proc/self/mountinfo; then
-            echo "matrix: $RUN_DIR is still mounted; left in place" >&2
-        else
-            rm -rf --one-file-system "$RUN_DIR"
-        fi
+    if [ ${#pids[@]} -gt 0 ]; then
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "${pids[@]}" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
+    for m in $(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+        umount "$m" 2>/dev/null || umount -l "$m" || true
+    done
+    # never delete through a mount that is still there
+    if awk -v d="$dir/" 'index($5, d) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        echo "matrix: $dir is still mounted; left in place" >&2
+    else
+        rm -rf --one-file-system "$dir"
+    fi
+}
+
+cleanup_run() {
+    [ -n "$RUN_DIR" ] && cleanup_dir "$RUN_DIR"
     RUN_DIR=
 }
 trap cleanup_run EXIT
@@ -163,23 +162,29 @@ run_rootfs() {
     mkdir -p "$CACHE"
     exec {lock}>"$CACHE/rootfs-$major.lock"
     flock -x "$lock"
+    # what a run killed outright left behind: nobody holds its owner lock
+    local old
+    for old in "$CACHE"/run-"$major".*; do
+        [ -d "$old" ] || continue
+        flock -n "$old/owner" true && cleanup_dir "$old"
+    done
     root=$(ensure_rootfs "$major")
     flock -s "$lock"            # runs share the cached root; a rebuild waits
 
     RUN_DIR=$(mktemp -d "$CACHE/run-$major.XXXXXX")
+    local own
+    exec {own}>"$RUN_DIR/owner"
+    flock -x "$own"
     r=$RUN_DIR/root
     mkdir -p "$RUN_DIR/upper" "$RUN_DIR/work" "$r"
-    if mount -t overlay overlay \
+    if ! mount -t overlay overlay \
         -o "lowerdir=$root,upperdir=$RUN_DIR/upper,workdir=$RUN_DIR/work" "$r" 2>/dev/null; then
-        MOUNTS+=("$r")
-    else
         cp -a "$root/." "$r/"
     fi
     local d
     for d in /proc /dev /dev/shm; do
         mkdir -p "$r$d"
         mount --bind "$d" "$r$d"
-        MOUNTS+=("$r$d")
     done
 
     # the tree as it is, less .git and what .gitignore names (build products)
@@ -189,44 +194,61 @@ run_rootfs() {
     local args=("PG_CONFIG=/usr/lib/postgresql/$major/bin/pg_config")
     [ -n "${PROVE_TESTS:-}" ] && args+=("PROVE_TESTS=$PROVE_TESTS")
     [ -n "${REGRESS:-}" ] && args+=("REGRESS=$REGRESS")
-    local status=0
+    local status=0 child
+    # in the background, so that a signal is handled at once (see the traps);
+    # without the locks, which what a killed run leaves must not hold
     chroot "$r" /usr/bin/env -i \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME=/root LANG=C.UTF-8 CI="${CI:-}" COPT="$COPT" \
-        make -C /build/oauth_tokens test "${args[@]}" || status=$?
+        HOME=/root LANG=C.UTF-8 CI="${CI:-}" WERROR=1 \
+        make -C /build/oauth_tokens test "${args[@]}" {lock}>&- {own}>&- &
+    child=$!
+    wait "$child" || status=$?
     cleanup_run
-    exec {lock}>&-
+    exec {lock}>&- {own}>&-
     return $status
 }
 
-# one major in its root filesystem, in a process of its own (see below)
-if [ "${1:-}" = __rootfs ]; then
-    run_rootfs "$2"
-    exit
-fi
-
-[ $# -gt 0 ] || { echo "usage: $0 MAJOR... | all" >&2; exit 2; }
-[ "$*" = all ] && set -- $NATIVE_MAJOR 17 18
-[ "$(id -u)" -eq 0 ] || [ "$*" = $NATIVE_MAJOR ] ||
-    { echo "matrix: root filesystems need root" >&2; exit 1; }
-
-summary=()
-failed=0
-for major in "$@"; do
-    start=$SECONDS
-    echo "==== PostgreSQL $major ===="
-    if [ "$major" = $NATIVE_MAJOR ]; then
-        COPT=$COPT bash scripts/test.sh && rc=0 || rc=$?
-    elif suite_for "$major" >/dev/null; then
-        # its own process, so that errexit and the exit trap work inside
-        bash "$SRC/scripts/matrix.sh" __rootfs "$major" && rc=0 || rc=$?
-    else
-        echo "matrix: PostgreSQL $major is not in any Debian suite this script knows" >&2
-        rc=2
+main() {
+    # one major in its root filesystem, in a process of its own (see below)
+    if [ "${1:-}" = __rootfs ]; then
+        run_rootfs "$2"
+        return
     fi
-    [ $rc -eq 0 ] && what=passed || { what="FAILED ($rc)"; failed=1; }
-    summary+=("PostgreSQL $major: $what in $((SECONDS - start)) s")
-done
-echo "==== matrix ===="
-printf '%s\n' "${summary[@]}"
-exit $failed
+
+    [ $# -gt 0 ] || { echo "usage: $0 MAJOR... | all" >&2; exit 2; }
+    # a signal to the matrix goes on to the major being run, which cleans up
+    CHILD=
+    trap '[ -n "$CHILD" ] && kill -TERM "$CHILD" && wait "$CHILD"; exit 130' INT
+    trap '[ -n "$CHILD" ] && kill -TERM "$CHILD" && wait "$CHILD"; exit 143' TERM
+    [ "$*" = all ] && set -- $NATIVE_MAJOR 17 18
+    [ "$(id -u)" -eq 0 ] || [ "$*" = $NATIVE_MAJOR ] ||
+        { echo "matrix: root filesystems need root" >&2; exit 1; }
+
+    summary=()
+    failed=0
+    for major in "$@"; do
+        start=$SECONDS
+        echo "==== PostgreSQL $major ===="
+        if [ "$major" = $NATIVE_MAJOR ]; then
+            bash scripts/test.sh && rc=0 || rc=$?
+        elif suite_for "$major" >/dev/null; then
+            # its own process, so that errexit and the exit trap work inside;
+            # in the background, so that a signal reaches it at once
+            bash "$SRC/scripts/matrix.sh" __rootfs "$major" &
+            CHILD=$!
+            wait "$CHILD" && rc=0 || rc=$?
+            CHILD=
+        else
+            echo "matrix: PostgreSQL $major is not in any Debian suite this script knows" >&2
+            rc=2
+        fi
+        [ $rc -eq 0 ] && what=passed || { what="FAILED ($rc)"; failed=1; }
+        summary+=("PostgreSQL $major: $what in $((SECONDS - start)) s")
+    done
+    echo "==== matrix ===="
+    printf '%s\n' "${summary[@]}"
+    return $failed
+}
+
+# parsed whole before it runs, so that editing this file mid-run is harmless
+main "$@"; exit

@@ -29,10 +29,13 @@ fi
 status=0
 cd "$WORK"
 echo "== pg_regress and TAP =="
-# PROVE_TESTS=test/t/NNN_x.pl or REGRESS="a b" narrow a run while developing
+# PROVE_TESTS=test/t/NNN_x.pl or REGRESS="a b" narrow a run while developing;
+# REGRESS=none skips pg_regress, PROVE_TESTS=none skips the TAP tests
 extra=()
-[ -n "${PROVE_TESTS:-}" ] && extra+=("PROVE_TESTS=$PROVE_TESTS")
-[ -n "${REGRESS:-}" ] && extra+=("REGRESS=$REGRESS")
+if [ "${PROVE_TESTS:-}" = none ]; then extra+=("TAP_TESTS=")
+elif [ -n "${PROVE_TESTS:-}" ]; then extra+=("PROVE_TESTS=$PROVE_TESTS"); fi
+if [ "${REGRESS:-}" = none ]; then extra+=("REGRESS=")
+elif [ -n "${REGRESS:-}" ]; then extra+=("REGRESS=$REGRESS"); fi
 if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG installcheck "${extra[@]}"; then
     status=1
     cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true

@@ -6,6 +6,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"			/* every module gets the version layer */
+
 /* GUCs (src/oauth_tokens.c) */
 extern char *oauth_database;
 extern int	oauth_sweep_interval_ms;

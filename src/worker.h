@@ -7,8 +7,11 @@
  *	  worker.c  the loop: signals, latch, WaitEventSet, start-up, cleanup
  *	  queue.c   the local queue: draining the shared ring, sweeps, fair
  *	            order, the global and per-provider limits, starting jobs
- *	  job.c     a job's steps and their SQL: prepare, finish (store the
- *	            answer), kept answers, publishing outcomes to waiters
+ *	  job.c     a job's life and state, its first step and its SQL
+ *	            (prepare: read the row, build the request), refused tokens,
+ *	            publishing outcomes to waiters
+ *	  finish.c  a job's last step: the provider's answer, storing it, the
+ *	            answers kept for locked rows
  *	  batch.c   the worker's transactions: a batch of jobs in one
  *	            transaction, each job in its own subtransaction; events
  *
@@ -90,10 +93,13 @@ extern int	queue_provider_running(const char *provider);
 extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
 extern void job_set_state(Job *job, RefreshJobState state);
 extern void job_prepare(Job *job);
+extern void job_mark_rejected(Job *job);
 extern void jobs_mark_rejected(List *jobs);
 extern void job_notify(Job *job);
 extern void job_publish(Job *job);
 extern void jobs_conclude(List *done);
+
+/* finish.c */
 extern void jobs_finish(List *done);
 extern void jobs_collect_finished(void);
 extern void jobs_retry_writes(void);

@@ -99,6 +99,7 @@ my @calls = (
 	[ oauth_admin => 'oauth.provider_stats',
 		"SELECT provider || ' ' || attempts FROM oauth.provider_stats() WHERE provider = 'setup'",
 		qr/^setup [1-9]/ ],
+	[ oauth_admin => 'oauth.refresh_jobs', "SELECT count(*) >= 0 FROM oauth.refresh_jobs()", qr/^t$/ ],
 	[ oauth_admin => 'oauth.stats_reset', "SELECT oauth.stats_reset()", qr/^$/ ],
 	[ oauth_admin => 'oauth.adopt_copy', "SELECT oauth.adopt_copy()", qr/^already_home$/ ],
 	[ oauth_admin => 'oauth.provider_traffic_status', "SELECT oauth.provider_traffic_status()",
