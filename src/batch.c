@@ -39,12 +39,21 @@ static SPIPlanPtr plan_event = NULL;
 SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *types)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
 
 	if (p == NULL)
 		elog(ERROR, "oauth_tokens worker: could not prepare statement: %s",
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(p);
+
+	/*
+	 * SPI_prepare returns in SPI's procedure context, like exec_plan below:
+	 * without this, what the first job of the worker's life kept after its
+	 * statements were prepared (its provider's name, its workspace...) was
+	 * freed by SPI_finish at the end of the batch and read afterwards.
+	 */
+	MemoryContextSwitchTo(cxt);
 	return p;
 }
 
