@@ -2,7 +2,8 @@
 # The PostgreSQL version matrix: `make test PG=NN` and `make test-all`.
 #
 #   scripts/matrix.sh 17          the whole suite against PostgreSQL 17
-#   scripts/matrix.sh 15 17 18    several, in order; `all` means 15 17 18
+#   scripts/matrix.sh 15 17 18    several, at once (MATRIX_JOBS=1: one after
+#                                 another); `all` means 15 17 18
 #
 # 15 is this machine's own PostgreSQL (Debian 12): it runs natively, exactly as
 # `make test` does (and honours PG_CONFIG).  Every other major runs in a Debian
@@ -208,43 +209,91 @@ run_rootfs() {
     return $status
 }
 
+# Run the suite against one major, in the foreground.
+run_major() {
+    local major=$1
+    if [ "$major" = $NATIVE_MAJOR ]; then
+        bash scripts/test.sh
+    elif suite_for "$major" >/dev/null; then
+        # its own process, so that errexit and the exit trap work inside
+        bash "$SRC/scripts/matrix.sh" __rootfs "$major"
+    else
+        echo "matrix: PostgreSQL $major is not in any Debian suite this script knows" >&2
+        return 2
+    fi
+}
+
+# Signal process $1 and everything below it, children first.
+kill_tree() {
+    kill_below "$1"
+    kill -TERM "$1" 2>/dev/null || true
+}
+
+# Signal everything below process $1, which then sees its children end.
+kill_below() {
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        kill_tree "$c"
+    done
+}
+
 main() {
-    # one major in its root filesystem, in a process of its own (see below)
+    # one major in its root filesystem, in a process of its own
     if [ "${1:-}" = __rootfs ]; then
         run_rootfs "$2"
         return
     fi
 
     [ $# -gt 0 ] || { echo "usage: $0 MAJOR... | all" >&2; exit 2; }
-    # a signal to the matrix goes on to the major being run, which cleans up
-    CHILD=
-    trap '[ -n "$CHILD" ] && kill -TERM "$CHILD" && wait "$CHILD"; exit 130' INT
-    trap '[ -n "$CHILD" ] && kill -TERM "$CHILD" && wait "$CHILD"; exit 143' TERM
     [ "$*" = all ] && set -- $NATIVE_MAJOR 17 18
     [ "$(id -u)" -eq 0 ] || [ "$*" = $NATIVE_MAJOR ] ||
         { echo "matrix: root filesystems need root" >&2; exit 1; }
 
-    summary=()
-    failed=0
+    # Several majors run at once, each into a log shown when all have ended:
+    # their tests mostly wait (on timers, on clusters starting), so on two
+    # cores three at once take little longer than one.  MATRIX_JOBS=1 runs
+    # them one after another, with their output as it comes.
+    local parallel=1 logs major
+    if [ $# -eq 1 ] || [ "${MATRIX_JOBS:-}" = 1 ]; then
+        parallel=0
+    fi
+    logs=$(mktemp -d /tmp/oauth_tokens_matrix.XXXXXX)
+    PIDS=()
+    # a signal to the matrix goes on to every major being run; a root
+    # filesystem's run cleans up after itself before its wrapper ends
+    trap 'for p in "${PIDS[@]}"; do kill_below "$p"; done; wait; rm -rf "$logs"; exit 130' INT
+    trap 'for p in "${PIDS[@]}"; do kill_below "$p"; done; wait; rm -rf "$logs"; exit 143' TERM
     for major in "$@"; do
-        start=$SECONDS
-        echo "==== PostgreSQL $major ===="
-        if [ "$major" = $NATIVE_MAJOR ]; then
-            bash scripts/test.sh && rc=0 || rc=$?
-        elif suite_for "$major" >/dev/null; then
-            # its own process, so that errexit and the exit trap work inside;
-            # in the background, so that a signal reaches it at once
-            bash "$SRC/scripts/matrix.sh" __rootfs "$major" &
-            CHILD=$!
-            wait "$CHILD" && rc=0 || rc=$?
-            CHILD=
+        # in the background even one at a time, so that a signal is seen at once
+        if [ $parallel = 1 ]; then
+            echo "==== PostgreSQL $major: started ===="
+            exec {out}>"$logs/pg$major.log"
         else
-            echo "matrix: PostgreSQL $major is not in any Debian suite this script knows" >&2
-            rc=2
+            echo "==== PostgreSQL $major ===="
+            exec {out}>&1
         fi
-        [ $rc -eq 0 ] && what=passed || { what="FAILED ($rc)"; failed=1; }
-        summary+=("PostgreSQL $major: $what in $((SECONDS - start)) s")
+        (
+            t0=$(date +%s)
+            run_major "$major" >&$out 2>&1 && rc=0 || rc=$?
+            echo "$rc $(($(date +%s) - t0))" > "$logs/pg$major.end"
+        ) &
+        PIDS+=($!)
+        exec {out}>&-
+        [ $parallel = 1 ] || wait $! || true
     done
+    wait || true
+
+    local summary=() failed=0 rc secs what
+    for major in "$@"; do
+        read -r rc secs < "$logs/pg$major.end" || { rc=1; secs=?; }
+        if [ $parallel = 1 ]; then
+            echo "==== PostgreSQL $major: its output ===="
+            cat "$logs/pg$major.log"
+        fi
+        [ "$rc" -eq 0 ] && what=passed || { what="FAILED ($rc)"; failed=1; }
+        summary+=("PostgreSQL $major: $what in $secs s")
+    done
+    rm -rf "$logs"
     echo "==== matrix ===="
     printf '%s\n' "${summary[@]}"
     return $failed

@@ -13,10 +13,10 @@
  *	  - tokens are 1..OAUTH_MAX_TOKEN bytes of printable ASCII (RFC 6749
  *	    appendix A: VSCHAR); otherwise the answer is a transient failure;
  *	  - other strings (error, error_description, scope, kept fields) must be
- *	    NUL-free and valid in the database encoding (ASCII where that is not
- *	    UTF-8) and within their bound; error texts are then clipped on a
- *	    character boundary with control characters replaced, scope and kept
- *	    fields that fail are ignored;
+ *	    NUL-free and valid in the database encoding (ASCII where that is
+ *	    neither UTF-8 nor SQL_ASCII) and within their bound; error texts
+ *	    are then clipped on a character boundary with control characters
+ *	    replaced, scope and kept fields that fail are ignored;
  *	  - expires_in and refresh_token_expires_in count only as a number (or
  *	    numeric string) of seconds from 0 to OAUTH_MAX_EXPIRES_IN, fractions
  *	    rounded down; anything else (negative, 1e300, NaN, text) is ignored
@@ -140,13 +140,18 @@ json_too_deep(const char *body, int len)
 	return false;
 }
 
-/* Valid text for this database: NUL-free, and valid in its encoding. */
+/*
+ * Valid text for this database: NUL-free, and valid in its encoding.  Text
+ * from a provider is UTF-8 (the body was checked), which UTF8 and SQL_ASCII
+ * databases store as it is; other encodings get ASCII only, since a
+ * conversion could fail with an ERROR.
+ */
 bool
 valid_db_text(const char *s, int len)
 {
 	if ((int) strlen(s) != len)
 		return false;
-	if (GetDatabaseEncoding() == PG_UTF8)
+	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
 		return pg_verify_mbstr(PG_UTF8, s, len, true);
 	for (int i = 0; i < len; i++)
 		if (IS_HIGHBIT_SET(s[i]))

@@ -39,12 +39,19 @@ static SPIPlanPtr plan_event = NULL;
 SPIPlanPtr
 prepare_saved(const char *sql, int nargs, Oid *types)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
 
 	if (p == NULL)
 		elog(ERROR, "oauth_tokens worker: could not prepare statement: %s",
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(p);
+	/*
+	 * SPI_prepare, like SPI_execute_plan, returns in SPI's procedure context:
+	 * come back to the caller's, or what the first job of a worker's life
+	 * keeps (its provider, workspace, messages) is freed with the batch.
+	 */
+	MemoryContextSwitchTo(cxt);
 	return p;
 }
 

@@ -193,16 +193,15 @@ job_notify(Job *job)
 	ConditionVariableBroadcast(&oauth_shared->space_cv);
 }
 
-/* Publish a job's outcome, count it, forget the job (wiping its secrets). */
+/*
+ * Count a job's outcome, publish it, forget the job (wiping its secrets).
+ * Counted first: a waiter woken by job_notify may read the counters at once.
+ */
 void
 job_publish(Job *job)
 {
-	job_notify(job);
 	if (job->call)
 		oauth_stats_call(job->provider, job->outcome, job->started, job->answered_at);
-	job->state = RJ_DONE;
-	queue_forget(job);
-
 	switch (job->outcome)
 	{
 		case RO_REFRESHED:
@@ -219,6 +218,9 @@ job_publish(Job *job)
 		default:
 			break;
 	}
+	job_notify(job);
+	job->state = RJ_DONE;
+	queue_forget(job);
 	if (job->call)
 		http_free(job->call);
 	provider_conf_wipe(&job->conf);
@@ -259,6 +261,7 @@ job_mark_rejected(Job *job)
 	job->rejected_marked = job->rejected_version;
 }
 
+/* job_mark_rejected in the job's memory context, for run_isolated. */
 static void
 mark_rejected_in_cxt(Job *job)
 {

@@ -179,8 +179,8 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
-	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	oauth_stats_call(provider, ans.klass, started, GetCurrentTimestamp());
+	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	http_free(call);
 
 	values[0] = CStringGetTextDatum(klass_name(ans.klass));

@@ -74,6 +74,7 @@ static HTAB *sweep_ranks = NULL;
 
 static SPIPlanPtr plan_due = NULL;
 
+/* jobs_by_id, created on first use in jobs_cxt. */
 static HTAB *
 by_id(void)
 {

@@ -5,8 +5,9 @@
  *	  points.
  *
  *	  worker.c  the loop: signals, latch, WaitEventSet, start-up, cleanup
- *	  queue.c   the local queue: draining the shared ring, sweeps, fair
- *	            order, the global and per-provider limits, starting jobs
+ *	  queue.c   the local queues (callers', sweeps'): draining the shared
+ *	            ring, sweeps, fair order, the global and per-provider
+ *	            limits, starting jobs
  *	  job.c     a job's life and state, its first step and its SQL
  *	            (prepare: read the row, build the request), refused tokens,
  *	            publishing outcomes to waiters
@@ -17,8 +18,9 @@
  *
  *	  Everything here lives in the worker process only; a Job is never
  *	  seen by another process.  Its shared counterpart is the RefreshEntry
- *	  of shmem.h, which only job_notify() and queue_drain_ring() write from
- *	  the worker's side.
+ *	  of shmem.h (the transitions of its state are in shmem.c's header),
+ *	  which the worker writes only through job_set_state(), job_notify()
+ *	  and queue_drain_ring(), under oauth_shared->lock.
  *
  *-------------------------------------------------------------------------
  */
