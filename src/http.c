@@ -144,20 +144,20 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /*
- * Count the times the request's header goes out.  libcurl re-sends a
- * request by itself when a reused connection closed without a byte of
- * answer; for a refresh that is a second use of the same refresh token
- * after an answer that may have been lost, which the worker must know.
- * Nothing here looks at the data (it holds secrets).
+ * Count the times the request goes out: libcurl calls this just before it
+ * sends the request on a connection.  libcurl re-sends a request by itself
+ * when a reused connection closed without a byte of answer; for a refresh
+ * that is a second use of the same refresh token after an answer that may
+ * have been lost, which the worker must know.
  */
 static int
-debug_cb(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
+prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+		  int conn_primary_port, int conn_local_port)
 {
-	HttpCall   *call = (HttpCall *) userdata;
+	HttpCall   *call = (HttpCall *) clientp;
 
-	if (type == CURLINFO_HEADER_OUT)
-		call->sends++;
-	return 0;
+	call->sends++;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* Drop the malloc'd body, wiping it. */
@@ -242,9 +242,8 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	curl_easy_setopt(call->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(call->easy, CURLOPT_HEADERDATA, call);
 	curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->errbuf);
-	curl_easy_setopt(call->easy, CURLOPT_DEBUGFUNCTION, debug_cb);
-	curl_easy_setopt(call->easy, CURLOPT_DEBUGDATA, call);
-	curl_easy_setopt(call->easy, CURLOPT_VERBOSE, 1L);	/* only for debug_cb */
+	curl_easy_setopt(call->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(call->easy, CURLOPT_PREREQDATA, call);
 	curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(call->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS,
