@@ -36,7 +36,9 @@
  *	  configuration is wrong, not one tenant's).
  *
  * Everything here runs in the worker, between its batches or inside them
- * as the comments say.
+ * as the comments say.  On a 1.0 schema (the new library before ALTER
+ * EXTENSION UPDATE) answers are kept in memory only, as 1.0 kept them; the
+ * worker notices the update within a second (answers_check_schema).
  *
  *-------------------------------------------------------------------------
  */

@@ -11,8 +11,11 @@
  *	  job.c     a job's life and state, its first step and its SQL
  *	            (prepare: read the row, build the request), refused tokens,
  *	            publishing outcomes to waiters
- *	  finish.c  a job's last step: the provider's answer, storing it, the
- *	            answers kept for locked rows
+ *	  finish.c  a job's last step: the provider's answer, storing it
+ *	  durable.c no answer thrown away: answers recorded before they are
+ *	            applied, kept until stored, replayed at start-up; requests
+ *	            sent and not answered (callers told at http_timeout, the
+ *	            at-once retry inside rotation_grace); one tenant's rejection
  *	  batch.c   the worker's transactions: a batch of jobs in one
  *	            transaction, each job in its own subtransaction; events
  *

@@ -9,8 +9,7 @@
 # search_path includes public: no trap may run, the role stays powerless.
 #
 # This tests behaviour, not the mechanism: SECURITY DEFINER functions pin
-# search_path themselves; the worker pins its own (search_path =
-# pg_catalog, pg_temp, issue 8 item 7).
+# search_path themselves; the worker pins its own (issue 8 item 7).
 use strict;
 use warnings;
 

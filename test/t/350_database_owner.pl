@@ -5,8 +5,8 @@
 # integer), gen_random_uuid(), pg_notify(text, text), =(uuid, uuid),
 # =(text, text).  Every session (and the worker) then starts with that path.
 # The extension is driven as a superuser that inherits it: no trap may run
-# and the owner gains nothing (the worker pins its search_path, issue 8
-# item 7).
+# and the owner gains nothing, in sessions and in the worker (which pins
+# its search_path, issue 8 item 7).
 use strict;
 use warnings;
 
