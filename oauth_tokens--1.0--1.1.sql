@@ -704,6 +704,9 @@ CREATE TABLE oauth.pending_answers (
 CREATE INDEX pending_answers_connection_idx ON oauth.pending_answers (connection_id);
 REVOKE ALL ON oauth.pending_answers FROM PUBLIC;
 REVOKE ALL ON SEQUENCE oauth.pending_answers_id_seq FROM PUBLIC;
+-- answers not yet applied are users' data: a dump keeps them (they are replayed on start)
+SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers', '');
+SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers_id_seq', '');
 
 -- The sweep's list is read by the worker and by refresh_due() in the
 -- caller's session: it must not resolve anything through the caller's
