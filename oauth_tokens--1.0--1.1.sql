@@ -925,7 +925,3 @@ REVOKE ALL ON FUNCTION oauth.register_provider(text, text, text, text, text, tex
 REVOKE ALL ON FUNCTION oauth._rotate_connections(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oauth.rotate_key() FROM PUBLIC;
 -- ---- end of issue 8, part 2 (durable)
-
--- ---- ops (issue 9): pending answers are dumped too (src/sql/85_backups.sql) ----
-SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers', '');
-SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers_id_seq', '');
