@@ -204,6 +204,16 @@ run_rootfs() {
         make -C /build/oauth_tokens test "${args[@]}" {lock}>&- {own}>&- &
     child=$!
     wait "$child" || status=$?
+    if [ $status -ne 0 ]; then
+        # the root goes with the run: keep the failed run's logs on the host
+        local keep w
+        keep=$(mktemp -d "/tmp/oauth_tokens_pg$major.failed.XXXXXX")
+        for w in "$r"/tmp/oauth_tokens_test.*; do
+            [ -d "$w" ] && rsync -a --prune-empty-dirs --include='*/' --include='*.log' \
+                --include='regress_log_*' --include='regression.*' --exclude='*' "$w"/ "$keep"/
+        done
+        echo "matrix: PostgreSQL $major failed; its logs are in $keep"
+    fi
     cleanup_run
     exec {lock}>&- {own}>&-
     return $status
@@ -259,6 +269,7 @@ main() {
     fi
     logs=$(mktemp -d /tmp/oauth_tokens_matrix.XXXXXX)
     PIDS=()
+    declare -gA MAJOR_OF=()
     # a signal to the matrix goes on to every major being run; a root
     # filesystem's run cleans up after itself before its wrapper ends
     trap 'for p in "${PIDS[@]}"; do kill_below "$p"; done; wait; rm -rf "$logs"; exit 130' INT
@@ -278,8 +289,19 @@ main() {
             echo "$rc $(($(date +%s) - t0))" > "$logs/pg$major.end"
         ) &
         PIDS+=($!)
+        MAJOR_OF[$!]=$major
         exec {out}>&-
         [ $parallel = 1 ] || wait $! || true
+    done
+    # say when each ends, as it ends
+    local left=${#PIDS[@]} done_pid st
+    while [ $parallel = 1 ] && [ "$left" -gt 0 ]; do
+        done_pid=
+        wait -n -p done_pid "${PIDS[@]}" || true
+        [ -n "$done_pid" ] || break
+        left=$((left - 1))
+        read -r st _ < "$logs/pg${MAJOR_OF[$done_pid]}.end" 2>/dev/null || st=1
+        echo "==== PostgreSQL ${MAJOR_OF[$done_pid]}: $([ "$st" = 0 ] && echo passed || echo FAILED) ===="
     done
     wait || true
 
