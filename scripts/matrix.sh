@@ -294,12 +294,15 @@ main() {
         [ $parallel = 1 ] || wait $! || true
     done
     # say when each ends, as it ends
-    local left=${#PIDS[@]} done_pid st
-    while [ $parallel = 1 ] && [ "$left" -gt 0 ]; do
+    local left=("${PIDS[@]}") done_pid st p
+    while [ $parallel = 1 ] && [ ${#left[@]} -gt 0 ]; do
         done_pid=
-        wait -n -p done_pid "${PIDS[@]}" || true
+        wait -n -p done_pid "${left[@]}" || true
         [ -n "$done_pid" ] || break
-        left=$((left - 1))
+        for p in "${!left[@]}"; do
+            [ "${left[p]}" = "$done_pid" ] && unset 'left[p]'
+        done
+        left=("${left[@]}")
         read -r st _ < "$logs/pg${MAJOR_OF[$done_pid]}.end" 2>/dev/null || st=1
         echo "==== PostgreSQL ${MAJOR_OF[$done_pid]}: $([ "$st" = 0 ] && echo passed || echo FAILED) ===="
     done
