@@ -48,7 +48,7 @@ GRANT SELECT ON oauth.connection_status TO app_role;
 GRANT USAGE ON SCHEMA oauth TO admin_role;
 GRANT EXECUTE ON FUNCTION
     oauth.register_provider(text, text, text, text, text, text, interval, interval, interval,
-                            jsonb, int, text, text, jsonb, text[], text, text[]),
+                            jsonb, int, text, text, jsonb, text[], text, text[], interval),
     oauth.create_connection(text, text, text, text, text, timestamptz, text[], jsonb),
     oauth.reauthorize(text, uuid, text, text, timestamptz, text[]),
     oauth.delete_connection(text, uuid),

@@ -126,3 +126,15 @@ SELECT pg_temp.t60($$SELECT oauth.authorize_url('u60_sf', 'https://app.example.n
     metadata => '{"instance": "acme.my.site.com"}')$$);
 SELECT pg_temp.t60($$SELECT oauth.authorize_url('u60_sf', 'https://app.example.net/cb', 's',
     metadata => '{"instance": "acme.force.com"}')$$);
+
+-- Header values cannot smuggle a header of their own (CR/LF), at registration
+-- and, for rows stored before, when a request is built.
+SELECT pg_temp.t60($$SELECT oauth.register_provider('u60_hdr', 'https://auth.example.com/token', 'c', 's',
+    extra_headers => '{"X-Api": "1\r\nAuthorization: Basic eA=="}')$$);
+SELECT pg_temp.t60($$SELECT oauth.register_provider('u60_hdr', 'https://auth.example.com/token', 'c', 's',
+    extra_headers => '{"X-Api": "1\u0007"}')$$);
+SELECT count(*) AS registered FROM oauth.providers WHERE name = 'u60_hdr';
+SELECT oauth.register_provider('u60_hdr', 'https://auth.example.com/token', 'c', 's',
+    extra_headers => '{"X-Api": "1"}');
+UPDATE oauth.providers SET extra_headers = '{"X-Api": "1\r\nX-Evil: 1"}' WHERE name = 'u60_hdr';
+SELECT pg_temp.t60($$SELECT oauth.exchange_code('ws60', 'u60_hdr', 'code-hdr', 'https://app.example.net/cb')$$);

@@ -46,12 +46,10 @@ prepare_saved(const char *sql, int nargs, Oid *types)
 		elog(ERROR, "oauth_tokens worker: could not prepare statement: %s",
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(p);
-
 	/*
-	 * SPI_prepare returns in SPI's procedure context, like exec_plan below:
-	 * without this, what the first job of the worker's life kept after its
-	 * statements were prepared (its provider's name, its workspace...) was
-	 * freed by SPI_finish at the end of the batch and read afterwards.
+	 * SPI_prepare, like SPI_execute_plan, returns in SPI's procedure context:
+	 * come back to the caller's, or what the first job of a worker's life
+	 * keeps (its provider, workspace, messages) is freed with the batch.
 	 */
 	MemoryContextSwitchTo(cxt);
 	return p;
@@ -97,6 +95,7 @@ end_work(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	pgstat_report_stat(false);	/* the worker's churn reaches autovacuum */
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 

@@ -11,11 +11,19 @@
  *
  * Safety rules for every call: https only (http too with oauth.allow_http),
  * the peer's certificate and host name verified (oauth.ca_file for private
- * CAs), no redirects, a whole-request timeout (oauth.http_timeout), response
- * bodies capped at 1 MiB.  curl allocates with malloc; nothing here hands it
- * palloc, and no callback can raise an error or palloc: the body is
- * gathered in malloc'd memory and copied into palloc'd memory only after
- * curl has finished with the call.
+ * CAs), no redirects, response bodies capped at 1 MiB.  curl allocates with
+ * malloc; nothing here hands it palloc, and no callback can raise an error
+ * or palloc: the body is gathered in malloc'd memory and copied into
+ * palloc'd memory only after curl has finished with the call.
+ *
+ * Time limits: connecting (DNS, TCP, TLS) may take oauth.http_timeout.  A
+ * worker's request, once sent, is kept open up to oauth.answer_timeout (at
+ * least oauth.http_timeout): the provider may already have rotated the
+ * refresh token, and a slow answer is cheaper than a lost grant.  Callers
+ * stop waiting after oauth.http_timeout (the worker tells them, see
+ * http_elapsed_ms); a session's own calls (http_call_sync) end at
+ * oauth.http_timeout.  Every finished call says whether it was answered,
+ * never sent, or sent without an answer (HttpFate).
  *
  *-------------------------------------------------------------------------
  */
@@ -135,6 +143,23 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/*
+ * Count the times the request's header goes out.  libcurl re-sends a
+ * request by itself when a reused connection closed without a byte of
+ * answer; for a refresh that is a second use of the same refresh token
+ * after an answer that may have been lost, which the worker must know.
+ * Nothing here looks at the data (it holds secrets).
+ */
+static int
+debug_cb(CURL *easy, curl_infotype type, char *data, size_t size, void *userdata)
+{
+	HttpCall   *call = (HttpCall *) userdata;
+
+	if (type == CURLINFO_HEADER_OUT)
+		call->sends++;
+	return 0;
+}
+
 /* Drop the malloc'd body, wiping it. */
 static void
 drop_rbuf(HttpCall *call)
@@ -200,6 +225,7 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	initStringInfo(&call->response);
 	MemoryContextSwitchTo(old);
 	call->owner = owner;
+	call->started_us = mono_now_us();
 	call->easy = curl_easy_init();
 	if (call->easy == NULL)
 		elog(ERROR, "could not create a libcurl handle");
@@ -216,9 +242,13 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	curl_easy_setopt(call->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(call->easy, CURLOPT_HEADERDATA, call);
 	curl_easy_setopt(call->easy, CURLOPT_ERRORBUFFER, call->errbuf);
+	curl_easy_setopt(call->easy, CURLOPT_DEBUGFUNCTION, debug_cb);
+	curl_easy_setopt(call->easy, CURLOPT_DEBUGDATA, call);
+	curl_easy_setopt(call->easy, CURLOPT_VERBOSE, 1L);	/* only for debug_cb */
 	curl_easy_setopt(call->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(call->easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long) oauth_http_timeout_ms);
+	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS,
+					 (long) Max(oauth_http_timeout_ms, oauth_answer_timeout_ms));
 	curl_easy_setopt(call->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) oauth_http_timeout_ms);
 	curl_easy_setopt(call->easy, CURLOPT_PROTOCOLS_STR, oauth_allow_http ? "http,https" : "https");
 	curl_easy_setopt(call->easy, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -313,6 +343,78 @@ http_wait(long max_timeout_ms, uint32 *latch_events)
 	}
 }
 
+/*
+ * Could the provider have received the whole request?  Failures of name
+ * resolution, connection and TLS handshake never send it; otherwise curl
+ * says how much of the request (headers, then body) it wrote.
+ */
+static HttpFate
+call_fate(HttpCall *call)
+{
+	long		req_size = 0;
+	curl_off_t	uploaded = 0;
+
+	if (call->result == CURLE_OK)
+		return HTTP_ANSWERED;
+	switch (call->result)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_ENGINE_NOTFOUND:
+		case CURLE_SSL_ENGINE_SETFAILED:
+		case CURLE_SSL_CRL_BADFILE:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+			return HTTP_NOT_SENT;
+		case CURLE_WRITE_ERROR:
+		case CURLE_FILESIZE_EXCEEDED:
+			/* an answer came, too large to keep: the provider did answer */
+			if (call->too_large)
+				return HTTP_ANSWERED;
+			break;
+		default:
+			break;
+	}
+	curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &req_size);
+	curl_easy_getinfo(call->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+	if (req_size <= 0 || (curl_off_t) call->body_len > uploaded)
+		return HTTP_NOT_SENT;
+	return HTTP_NO_ANSWER;
+}
+
+/* Milliseconds since the call started (monotonic). */
+int64
+http_elapsed_ms(const HttpCall *call)
+{
+	return (mono_now_us() - call->started_us) / 1000;
+}
+
+const char *
+http_fate_name(HttpFate fate)
+{
+	switch (fate)
+	{
+		case HTTP_RUNNING:
+			return "running";
+		case HTTP_ANSWERED:
+			return "answered";
+		case HTTP_NOT_SENT:
+			return "not_sent";
+		case HTTP_NO_ANSWER:
+			return "no_answer";
+	}
+	return "unknown";
+}
+
 /* The next finished call, or NULL. */
 HttpCall *
 http_next_done(void)
@@ -329,6 +431,7 @@ http_next_done(void)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
 		call->result = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
+		call->fate = call_fate(call);
 		curl_multi_remove_handle(multi, msg->easy_handle);
 		/* curl is done with this call: its body moves to palloc'd memory */
 		{
@@ -397,6 +500,8 @@ http_call_sync(const char *method, const char *url, char **headers, int nheaders
 
 	http_init();
 	call = http_start(method, url, headers, nheaders, body, body_len, NULL);
+	/* the caller waits for this one itself: oauth.http_timeout, no longer */
+	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long) oauth_http_timeout_ms);
 	PG_TRY();
 	{
 		while (done == NULL)

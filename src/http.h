@@ -12,6 +12,20 @@
 
 #define OAUTH_MAX_BODY (1024 * 1024)
 
+/*
+ * What became of a request, as far as the provider is concerned.  Only a
+ * request that may have reached the provider can have spent a refresh
+ * token: one that was never sent is retried freely, one sent without an
+ * answer may have been processed (and rotated) by the provider.
+ */
+typedef enum HttpFate
+{
+	HTTP_RUNNING = 0,			/* still in curl */
+	HTTP_ANSWERED,				/* an HTTP answer came back (any status) */
+	HTTP_NOT_SENT,				/* DNS, refused, TLS handshake, bad URL */
+	HTTP_NO_ANSWER				/* sent; timeout, empty reply, dropped mid-answer */
+} HttpFate;
+
 typedef struct HttpCall
 {
 	CURL	   *easy;
@@ -28,6 +42,11 @@ typedef struct HttpCall
 	char		retry_after[32];
 	char		content_type[128];
 	CURLcode	result;
+	HttpFate	fate;			/* set when the call is done */
+	int			sends;			/* times the request went out: libcurl sends
+								 * it again, once, when a reused connection
+								 * gave nothing back (sent, no answer) */
+	int64		started_us;		/* monotonic clock, http_start */
 	char		errbuf[CURL_ERROR_SIZE];
 	void	   *owner;			/* caller's job */
 } HttpCall;
@@ -40,6 +59,8 @@ extern void http_wait(long max_timeout_ms, uint32 *latch_events);
 extern HttpCall *http_next_done(void);
 extern void http_free(HttpCall *call);
 extern void http_abort_all(void);
+extern int64 http_elapsed_ms(const HttpCall *call);
+extern const char *http_fate_name(HttpFate fate);
 extern HttpCall *http_call_sync(const char *method, const char *url, char **headers,
 								int nheaders, const char *body, size_t body_len);
 

@@ -1,35 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * job.c
- *	  A refresh job's steps and their SQL.
+ *	  A refresh job's life and state, and its first step and its SQL.
  *
- * A job has three steps, and no transaction is open between them:
- *	1. prepare (job_prepare, inside a batch): re-read the row; skip the job
- *	   if its version moved since the request (someone else refreshed), or
- *	   if it is revoked, dead or its provider paused; decrypt the refresh
- *	   token and client secret; build the request; hand it to curl.
- *	2. HTTP, in the multi handle, with nothing locked (http.c).
- *	3. finish (jobs_finish, its own batch): classify the answer; store it
- *	   with a version check so a stale result never overwrites a newer one;
- *	   record the event; commit; then publish the outcome and wake the
- *	   waiters (job_publish).
+ * A job has three steps, and no transaction is open between them; its
+ * state (RefreshJobState) says which it is in:
+ *	1. prepare (job_prepare, inside a batch), QUEUED -> SENDING: re-read the
+ *	   row; skip the job (-> DONE) if its version moved since the request
+ *	   (someone else refreshed), or if it is revoked, dead or its provider
+ *	   paused; decrypt the refresh token and client secret; build the
+ *	   request; hand it to curl.  A failure here is a result to record
+ *	   (-> ANSWERED); a provider at its limit leaves the job QUEUED.
+ *	2. HTTP, in the multi handle, with nothing locked (http.c); SENDING ->
+ *	   ANSWERED when curl is done (jobs_collect_finished).
+ *	3. finish (jobs_finish, finish.c), ANSWERED -> DONE: classify the
+ *	   answer; store it with a version check so a stale result never
+ *	   overwrites a newer one; record the event; commit; then publish the
+ *	   outcome and wake the waiters (job_publish).
+ * A token a caller reported refused (token_rejected) is marked expired in
+ * its own small batch as soon as the worker sees the report, whatever the
+ * job's state (jobs_mark_rejected), and again in steps 1 and 3 if its row
+ * was locked then.
  * Steps 1 and 3 run batches of jobs in one transaction, each job in its own
  * subtransaction (batch.c), so one bad row cannot fail the others.
+ * This file has steps 1 and 2's start, the job's life and its state;
+ * finish.c has step 3.
  *
  * Rules:
  *	- A job belongs to the worker alone.  Its shared entry (shmem.h) is
- *	  written from here only by job_notify(), under oauth_shared->lock, and
- *	  only while the entry still has the job's generation.
- *	- An answer with tokens that meets a locked row is kept in the list of
- *	  kept answers (pending_writes) and stored again every 200 ms; its
- *	  waiters hear "transient" at once, and no new refresh of that
- *	  connection starts meanwhile (jobs_write_pending_for).
- *	- finish_job() is the one place where a provider's answer is applied to
- *	  the connection.
- *
- * The window between a provider's answer and the commit in step 3 is as
- * short as one UPDATE and a commit; a crash inside it loses a rotated
- * refresh token, and no client of a token endpoint can close it.
+ *	  written from here only by job_set_state() and job_notify(), under
+ *	  oauth_shared->lock, and only while the entry still has the job's
+ *	  generation.
+ *	- A job's memory is its own context (job->cxt), deleted by job_publish()
+ *	  after wiping the secrets it held.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,92 +57,59 @@
 #include "store.h"
 #include "worker.h"
 
-/* answers to store again: their row was locked */
-static dlist_head pending_writes = DLIST_STATIC_INIT(pending_writes);
-static TimestampTz next_write_retry = 0;
-
 static SPIPlanPtr plan_read = NULL;
-static SPIPlanPtr plan_success = NULL;
-static SPIPlanPtr plan_transient = NULL;
-static SPIPlanPtr plan_reauth = NULL;
-static SPIPlanPtr plan_pause = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
+static SPIPlanPtr plan_no_rt = NULL;
 
-/* Prepare the statements of a job's steps, once for the worker's life. */
+/*
+ * Forget the prepared statements of steps 1 and 3: the schema changed under
+ * the worker (ALTER EXTENSION UPDATE); they are made again on next use.
+ */
+void
+job_plans_reset(void)
+{
+	SPIPlanPtr *plans[] = {&plan_read, &plan_hold_off, &plan_rejected, &plan_no_rt};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+	finish_plans_reset();
+}
+
+/* Prepare the statements of step 1, once for the worker's life. */
 static void
 prepare_plans(void)
 {
 	if (plan_rejected)
 		return;
-	plan_read = prepare_saved(
+	plan_read = prepare_saved(psprintf(
 		"SELECT c.workspace_id, c.provider, c.version, c.grant_type, "
 		"       c.refresh_token_ciphertext, c.scope, c.metadata, "
-		"       c.revoked_at IS NOT NULL, c.reauth_required_at IS NOT NULL, c.last_refresh_error, "
-		"       p.token_url, p.client_id, p.client_secret_ciphertext, p.auth_method, "
-		"       p.body_format, p.extra_params, p.extra_headers, p.reauth_errors, "
-		"       p.scope_separator, p.scope_on_refresh, p.max_concurrency, "
-		"       p.paused_at IS NOT NULL, p.pause_reason, p.allowed_hosts "
-		"  FROM oauth.connections c JOIN oauth.providers p ON p.name = c.provider "
-		" WHERE c.id = $1",
+		"       c.revoked_at IS NOT NULL AS revoked, "
+		"       c.reauth_required_at IS NOT NULL AS reauth_required, c.last_refresh_error, "
+		PROVIDER_CONF_COLUMNS ", %s AS rotation_grace_ms "
+		"  FROM oauth.connections c JOIN oauth.providers p ON p.name OPERATOR(pg_catalog.=) c.provider "
+		" WHERE c.id OPERATOR(pg_catalog.=) $1",
+		/* a 1.0 schema (before ALTER EXTENSION UPDATE) has no rotation_grace */
+		answers_durable_schema ?
+		"CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8)" :
+		"NULL::pg_catalog.int8"),
 		1, (Oid[]) {UUIDOID});
-	plan_success = prepare_saved(
-		"UPDATE oauth.connections c SET "
-		"  access_token_ciphertext = $2, "
-		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
-		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
-		"                    ELSE $9 + p.default_lifetime END, "
-		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
-		"                    ELSE c.refresh_token_expires_at END, "
-		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
-		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
-		"  metadata = c.metadata || $7, "
-		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
-		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
-		"  refresh_after = oauth._refresh_after("
-		"      CASE WHEN $4 IS NOT NULL THEN $9 + $4 * interval '1 second' "
-		"           ELSE $9 + p.default_lifetime END, "
-		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
-		"      CASE WHEN $5 IS NOT NULL THEN $9 + $5 * interval '1 second' "
-		"           ELSE c.refresh_token_expires_at END, "
-		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
-		"  FROM oauth.providers p "
-		" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 "
-		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.expires_at",
-		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
-	/*
-	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
-	 * One draw sets both columns: the sweep looks only at refresh_after, so
-	 * it must not be earlier than next_attempt_at.
-	 */
-	plan_transient = prepare_saved(
-		"UPDATE oauth.connections c SET "
-		"  failure_count = c.failure_count + 1, last_refresh_error = $2, "
-		"  (next_attempt_at, refresh_after) = (SELECT b.t, b.t FROM (SELECT now() + "
-		"      make_interval(secs => greatest($3, least(3600, 5 * power(2, least(c.failure_count, 12))) "
-		"                                          * (0.5 + random() / 2))) AS t) b), "
-		"  updated_at = now() "
-		" WHERE c.id = $1 AND c.version = $4 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.next_attempt_at, c.failure_count",
-		4, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID});
-	plan_reauth = prepare_saved(
-		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
-		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
-		" WHERE c.id = $1 AND c.version = $3 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.workspace_id, c.provider, "
-		"  pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id, "
-		"      'connection_id', c.id, 'provider', c.provider, 'state', 'reauth_required', "
-		"      'error', $2)::text)",
-		3, (Oid[]) {UUIDOID, TEXTOID, INT8OID});
-	plan_pause = prepare_saved(
-		"UPDATE oauth.providers SET paused_at = now(), pause_reason = $2 WHERE name = $1",
-		2, (Oid[]) {TEXTOID, TEXTOID});
 	/* callers inside the refresh window of a paused provider's connection
 	 * would otherwise post a request on every call */
 	plan_hold_off = prepare_saved(
 		"UPDATE oauth.connections SET refresh_after = greatest(refresh_after, now() + interval '1 minute') "
 		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED)",
+		1, (Oid[]) {UUIDOID});
+	/* a connection without a refresh token is next due when its token expires */
+	plan_no_rt = prepare_saved(
+		"UPDATE oauth.connections SET refresh_after = expires_at "
+		" WHERE id = (SELECT id FROM oauth.connections WHERE id = $1 FOR UPDATE SKIP LOCKED) "
+		"   AND refresh_token_ciphertext IS NULL AND expires_at IS NOT NULL",
 		1, (Oid[]) {UUIDOID});
 	plan_rejected = prepare_saved(
 		"UPDATE oauth.connections SET expires_at = LEAST(expires_at, now()), "
@@ -263,20 +233,14 @@ job_publish(Job *job)
 
 /* ---- step 1: prepare ------------------------------------------------------ */
 
-static char *
-getstr(HeapTuple t, TupleDesc d, int col)
-{
-	return SPI_getvalue(t, d, col);
-}
-
 /*
  * Mark the token a caller reported refused (token_rejected) as expired, so
  * that it is never served again, whatever becomes of the refresh: queued
  * behind others, in flight, failed, or its provider paused.  Once per
  * refused version; a no-op when the row moved on.  Inside a batch.
  */
-static void
-mark_rejected(Job *job)
+void
+job_mark_rejected(Job *job)
 {
 	Datum		rv[2];
 
@@ -297,12 +261,13 @@ mark_rejected(Job *job)
 	job->rejected_marked = job->rejected_version;
 }
 
+/* job_mark_rejected in the job's memory context, for run_isolated. */
 static void
 mark_rejected_in_cxt(Job *job)
 {
 	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 
-	mark_rejected(job);
+	job_mark_rejected(job);
 	MemoryContextSwitchTo(old);
 }
 
@@ -381,40 +346,47 @@ prepare_job(Job *job)
 	}
 	t = SPI_tuptable->vals[0];
 	d = SPI_tuptable->tupdesc;
-	mark_rejected(job);			/* runs its own statement: t stays valid */
-	job->workspace_id = getstr(t, d, 1);
-	job->provider = getstr(t, d, 2);
+	job_mark_rejected(job);	/* runs its own statement: t stays valid */
+	job->workspace_id = spi_column_text(t, d, "workspace_id");
+	job->provider = spi_column_text(t, d, "provider");
+	provider_conf_read(t, d, &job->conf);
+	job->provider_limit = job->conf.max_concurrency;
 	{
-		Datum		lim = SPI_getbinval(t, d, 21, &isnull);
+		Datum		g = spi_column(t, d, "rotation_grace_ms", &isnull);
+		char	   *last_error = spi_column_text(t, d, "last_refresh_error");
 
-		job->provider_limit = isnull ? 0 : DatumGetInt32(lim);
+		job->rotation_grace_ms = isnull ? -1 : DatumGetInt64(g);
+		/* the previous attempt may have spent the refresh token (durable.c) */
+		job->after_no_answer = last_error &&
+			strncmp(last_error, ANSWER_LOST_PREFIX, strlen(ANSWER_LOST_PREFIX)) == 0;
+		job->templated_url = job->conf.token_url && strchr(job->conf.token_url, '{') != NULL;
 	}
-	if (DatumGetBool(SPI_getbinval(t, d, 8, &isnull)))
+	if (DatumGetBool(spi_column(t, d, "revoked", &isnull)))
 	{
 		job->state = RJ_DONE;
 		job->outcome = RO_REVOKED;
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	if (DatumGetBool(SPI_getbinval(t, d, 9, &isnull)))
+	if (DatumGetBool(spi_column(t, d, "reauth_required", &isnull)))
 	{
 		job->state = RJ_DONE;
 		job->outcome = RO_REAUTH;
-		job->message = getstr(t, d, 10);
+		job->message = spi_column_text(t, d, "last_refresh_error");
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	if (DatumGetBool(SPI_getbinval(t, d, 22, &isnull)))
+	if (job->conf.paused)
 	{
 		job->state = RJ_DONE;
 		job->outcome = RO_PROVIDER;
-		job->message = psprintf("provider paused: %s", getstr(t, d, 23));
+		job->message = psprintf("provider paused: %s", job->conf.pause_reason);
 		if (exec_plan(plan_hold_off, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not hold off a paused provider's connection");
 		MemoryContextSwitchTo(old);
 		return;
 	}
-	if (DatumGetInt64(SPI_getbinval(t, d, 3, &isnull)) != job->seen_version)
+	if (DatumGetInt64(spi_column(t, d, "version", &isnull)) != job->seen_version)
 	{
 		job->state = RJ_DONE;
 		job->outcome = RO_NOT_NEEDED;
@@ -427,33 +399,11 @@ prepare_job(Job *job)
 		return;					/* deferred */
 	}
 
-	grant_type = getstr(t, d, 4);
+	grant_type = spi_column_text(t, d, "grant_type");
 	job->client_credentials = strcmp(grant_type, "client_credentials") == 0;
-	job->conf.name = job->provider;
-	job->conf.token_url = getstr(t, d, 11);
-	job->conf.client_id = getstr(t, d, 12);
-	{
-		Datum		cs = SPI_getbinval(t, d, 13, &isnull);
-
-		if (!isnull)
-			job->conf.client_secret = oauth_open(DatumGetByteaPP(cs),
-												 oauth_provider_context(job->provider));
-	}
-	job->conf.auth_method = getstr(t, d, 14);
-	job->conf.body_format = getstr(t, d, 15);
-	job->conf.extra_params = DatumGetJsonbPCopy(SPI_getbinval(t, d, 16, &isnull));
-	job->conf.extra_headers = DatumGetJsonbPCopy(SPI_getbinval(t, d, 17, &isnull));
-	{
-		Datum		re = SPI_getbinval(t, d, 18, &isnull);
-
-		if (!isnull)
-			job->conf.reauth_errors = text_array_to_list(re);
-	}
-	job->conf.allowed_hosts = text_array_to_list(SPI_getbinval(t, d, 24, &isnull));
-	job->conf.scope_separator = getstr(t, d, 19);
-	job->conf.scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 20, &isnull));
-	metadata = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
-	scope_arr = DatumGetArrayTypePCopy(SPI_getbinval(t, d, 6, &isnull));
+	provider_conf_open_secret(&job->conf);
+	metadata = DatumGetJsonbPCopy(spi_column(t, d, "metadata", &isnull));
+	scope_arr = DatumGetArrayTypePCopy(spi_column(t, d, "scope", &isnull));
 
 	if (strcmp(grant_type, "client_credentials") == 0)
 	{
@@ -461,11 +411,13 @@ prepare_job(Job *job)
 	}
 	else
 	{
-		Datum		rt = SPI_getbinval(t, d, 5, &isnull);
+		Datum		rt = spi_column(t, d, "refresh_token_ciphertext", &isnull);
 
 		if (isnull && oauth_access_still_valid(&job->id))
 		{
 			/* nothing to refresh with, but the token is not dead yet */
+			if (exec_plan(plan_no_rt, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not reschedule a connection without a refresh token");
 			job->state = RJ_DONE;
 			job->outcome = RO_NOT_NEEDED;
 			job->message = pstrdup("no refresh token; the access token is used until it expires");
@@ -571,304 +523,4 @@ jobs_conclude(List *done)
 	}
 	jobs_finish(to_finish);
 	list_free(to_finish);
-}
-
-/* ---- step 3: finish ------------------------------------------------------- */
-
-/*
- * Step 3 for one job: apply the provider's answer (job->ans) to the
- * connection, with a version check, and record the event.  Runs in a
- * subtransaction of a batch, in job->cxt.
- */
-static void
-finish_job(Job *job)
-{
-	MemoryContext old = MemoryContextSwitchTo(job->cxt);
-	TokenAnswer *a = &job->ans;
-	int64		ms = job->started ? (GetCurrentTimestamp() - job->started) / 1000 : 0;
-	char	   *detail;
-
-	prepare_plans();
-	if (a->klass != RO_REFRESHED)
-		mark_rejected(job);		/* not yet done if its row was locked */
-	if (a->klass == RO_PROVIDER && url_host_templated(job->conf.token_url))
-	{
-		/*
-		 * The host came from this connection's metadata: its rejection says
-		 * nothing about the provider's other tenants, so do not pause them.
-		 */
-		a->klass = RO_TRANSIENT;
-		a->message = psprintf("%s (from this connection's host)", a->message);
-	}
-	job->outcome = a->klass;
-	job->message = a->message;
-	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
-	{
-		/* never stored for this grant: renewal uses the client's credentials */
-		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
-		a->refresh_token = NULL;
-	}
-	if (a->klass == RO_REFRESHED)
-	{
-		Datum		v[9];
-		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
-									oauth_conn_context(job->idstr, "access"));
-
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = PointerGetDatum(at);
-		if (a->refresh_token)
-			v[2] = PointerGetDatum(oauth_seal(a->refresh_token, strlen(a->refresh_token),
-											  oauth_conn_context(job->idstr, "refresh")));
-		else
-			n[2] = 'n';
-		v[3] = Int64GetDatum(a->expires_in);
-		if (!a->has_expires_in)
-			n[3] = 'n';
-		v[4] = Int64GetDatum(a->rt_expires_in);
-		if (!a->has_rt_expires_in)
-			n[4] = 'n';
-		if (a->scope)
-			v[5] = CStringGetTextDatum(a->scope);
-		else
-			n[5] = 'n';
-		v[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
-		v[7] = Int64GetDatum(job->seen_version);
-		/* expiry counts from the answer, not from a retried write */
-		v[8] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
-		/* the answer's tokens stay in job->ans until publish(): a write that
-		 * meets a locked row is retried with them */
-		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not store refreshed token");
-		if (SPI_processed == 0)
-		{
-			/* the row moved on (re-authorized, revoked, deleted): discard */
-			job->outcome = RO_NOT_NEEDED;
-			job->message = pstrdup("superseded by a newer change to the connection");
-			MemoryContextSwitchTo(old);
-			return;
-		}
-		detail = psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
-						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s}",
-						  a->http_status, ms, a->refresh_token ? "true" : "false",
-						  a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
-						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
-						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"");
-		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
-	}
-	else if (a->klass == RO_REAUTH)
-	{
-		Datum		v[3];
-
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(a->error_code ? a->error_code : "invalid_grant");
-		v[2] = Int64GetDatum(job->seen_version);
-		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not mark connection");
-		if (SPI_processed > 0)
-			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
-					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s}",
-							   json_str(a->error_code), a->http_status, json_str(a->message)));
-		job->message = a->error_code;
-	}
-	else if (a->klass == RO_PROVIDER)
-	{
-		Datum		v[2];
-
-		v[0] = CStringGetTextDatum(job->provider);
-		v[1] = CStringGetTextDatum(a->message);
-		if (exec_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not pause provider");
-		add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
-				  psprintf("{\"class\": \"provider\", \"error\": %s, \"http_status\": %ld}",
-						   json_str(a->message), a->http_status));
-		ereport(LOG,
-				(errmsg("oauth_tokens: provider \"%s\" paused: %s", job->provider, a->message),
-				 errhint("Fix its client credentials with oauth.register_provider().")));
-	}
-	else
-	{
-		Datum		v[4];
-		TimestampTz next = 0;
-
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
-		v[2] = Float8GetDatum((double) a->retry_after_s);
-		v[3] = Int64GetDatum(job->seen_version);
-		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not record failure");
-		if (SPI_processed > 0)
-		{
-			bool		isnull;
-
-			next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 1, &isnull));
-			job->next_attempt = next;
-			add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
-					  psprintf("{\"class\": \"transient\", \"error\": %s, \"http_status\": %ld, "
-							   "\"next_attempt_at\": %s, \"retry_after\": %d}",
-							   json_str(a->message), a->http_status,
-							   json_str(timestamptz_to_str(next)), a->retry_after_s));
-		}
-		job->outcome = RO_TRANSIENT;
-	}
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Write every finished job: one transaction, a subtransaction each.  Row
- * locks are waited for briefly (lock_timeout): the worker must not stall,
- * nor deadlock with a session that holds a connection's row lock and waits
- * for a refresh.  A new token that meets a locked row is not lost: its
- * waiters hear "transient", and the answer is kept and written again until
- * the lock is released; meanwhile no new refresh of that connection starts.
- */
-void
-jobs_finish(List *done)
-{
-	ListCell   *lc;
-
-	if (done == NIL)
-		return;
-	begin_work("oauth_tokens: storing refresh results");
-	foreach(lc, done)
-	{
-		Job		   *job = lfirst(lc);
-		bool		failed;
-		char	   *err;
-		int			sqlstate = 0;
-
-		run_isolated(job, finish_job, &failed, &err, &sqlstate);
-		if (failed && job->ans.klass == RO_REFRESHED &&
-			sqlstate == ERRCODE_LOCK_NOT_AVAILABLE)
-		{
-			if (!job->write_pending)
-			{
-				/* waiters hear at once; the job stays ANSWERED, kept */
-				job->outcome = RO_TRANSIENT;
-				job->message = pstrdup("the connection's row is locked by another transaction; "
-									   "the new token is stored once it is released");
-				job->write_pending = true;
-				job_notify(job);
-				queue_forget(job);
-			}
-			if (dlist_is_empty(&pending_writes) && next_write_retry < GetCurrentTimestamp())
-				next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
-			dlist_push_tail(&pending_writes, &job->node);
-			continue;
-		}
-		if (failed)
-		{
-			job->outcome = RO_TRANSIENT;
-			job->message = err;
-			ereport(WARNING,
-					(errmsg("oauth_tokens: could not store the result of a refresh: %s", err)));
-		}
-		job->write_pending = false;
-	}
-	end_work();
-	foreach(lc, done)
-	{
-		Job		   *job = lfirst(lc);
-
-		if (!job->write_pending)
-			job_publish(job);
-	}
-}
-
-/* Try again to store answers whose row was locked. */
-void
-jobs_retry_writes(void)
-{
-	List	   *again = NIL;
-	dlist_mutable_iter it;
-
-	if (dlist_is_empty(&pending_writes) || GetCurrentTimestamp() < next_write_retry)
-		return;
-	next_write_retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 200);
-	dlist_foreach_modify(it, &pending_writes)
-	{
-		Job		   *job = dlist_container(Job, node, it.cur);
-
-		dlist_delete(&job->node);
-		again = lappend(again, job);
-	}
-	jobs_finish(again);
-	list_free(again);
-}
-
-/* Is an answer for this connection waiting to be stored? */
-bool
-jobs_write_pending_for(const pg_uuid_t *id)
-{
-	dlist_iter	it;
-
-	dlist_foreach(it, &pending_writes)
-	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-
-		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* Collect finished HTTP calls and jobs that failed before their call. */
-void
-jobs_collect_finished(void)
-{
-	HttpCall   *call;
-	List	   *done = NIL;
-
-	while ((call = http_next_done()) != NULL)
-	{
-		Job		   *job = (Job *) call->owner;
-		MemoryContext old = MemoryContextSwitchTo(job->cxt);
-
-		job->answered_at = GetCurrentTimestamp();
-
-		/*
-		 * Parsing a hostile body can raise an error (e.g. stack depth in
-		 * the JSON parser); it must fail this job, not the worker.
-		 */
-		PG_TRY();
-		{
-			classify_answer(&job->conf, call, &job->ans);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(job->cxt);
-			FlushErrorState();
-			memset(&job->ans, 0, sizeof(job->ans));
-			job->ans.klass = RO_TRANSIENT;
-			job->ans.http_status = call->status;
-			job->ans.message = pstrdup("the provider's answer could not be parsed");
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(old);
-		queue_left_running(job);
-		job_set_state(job, RJ_ANSWERED);
-		done = lappend(done, job);
-	}
-	jobs_finish(done);
-	list_free(done);
-}
-
-/* Is any answer kept, waiting for its row? */
-bool
-jobs_writes_pending(void)
-{
-	return !dlist_is_empty(&pending_writes);
-}
-
-/* How many answers are kept, waiting for their rows. */
-int
-jobs_kept(void)
-{
-	dlist_iter	it;
-	int			n = 0;
-
-	dlist_foreach(it, &pending_writes)
-		n++;
-	return n;
 }

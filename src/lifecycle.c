@@ -51,17 +51,10 @@ load_provider_conf(const char *name, ProviderConf *conf, MemoryContext cxt)
 {
 	Datum		arg = CStringGetTextDatum(name);
 	Oid			argt = TEXTOID;
-	HeapTuple	t;
-	TupleDesc	d;
-	bool		isnull;
-	Datum		v;
 
 	memset(conf, 0, sizeof(*conf));
 	if (SPI_execute_with_args(
-			"SELECT token_url, revoke_url, client_id, client_secret_ciphertext, auth_method, "
-			"       body_format, extra_params, extra_headers, reauth_errors, scope_separator, "
-			"       scope_on_refresh, paused_at IS NOT NULL, pause_reason, allowed_hosts "
-			"  FROM oauth.providers WHERE name = $1",
+			"SELECT " PROVIDER_CONF_COLUMNS " FROM oauth.providers p WHERE p.name = $1",
 			1, &argt, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read provider");
 	/* SPI_execute leaves us in SPI's context, which SPI_finish frees */
@@ -71,30 +64,13 @@ load_provider_conf(const char *name, ProviderConf *conf, MemoryContext cxt)
 				(errcode(ERRCODE_OAUTH_PROVIDER_CONFIG),
 				 errmsg("unknown provider \"%s\"", name),
 				 errhint("Register it first with oauth.register_provider().")));
-	t = SPI_tuptable->vals[0];
-	d = SPI_tuptable->tupdesc;
-	conf->name = pstrdup(name);
-	conf->token_url = SPI_getvalue(t, d, 1);
-	conf->revoke_url = SPI_getvalue(t, d, 2);
-	conf->client_id = SPI_getvalue(t, d, 3);
-	v = SPI_getbinval(t, d, 4, &isnull);
-	if (!isnull)
-		conf->client_secret = oauth_open(DatumGetByteaPCopy(v), oauth_provider_context(name));
-	conf->auth_method = SPI_getvalue(t, d, 5);
-	conf->body_format = SPI_getvalue(t, d, 6);
-	conf->extra_params = DatumGetJsonbPCopy(SPI_getbinval(t, d, 7, &isnull));
-	conf->extra_headers = DatumGetJsonbPCopy(SPI_getbinval(t, d, 8, &isnull));
-	v = SPI_getbinval(t, d, 9, &isnull);
-	if (!isnull)
-		conf->reauth_errors = text_array_to_list(v);
-	conf->scope_separator = SPI_getvalue(t, d, 10);
-	conf->allowed_hosts = text_array_to_list(SPI_getbinval(t, d, 14, &isnull));
-	conf->scope_on_refresh = DatumGetBool(SPI_getbinval(t, d, 11, &isnull));
-	if (DatumGetBool(SPI_getbinval(t, d, 12, &isnull)))
+	provider_conf_read(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, conf);
+	provider_conf_open_secret(conf);
+	if (conf->paused)
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_PROVIDER_CONFIG),
 				 errmsg("provider \"%s\" is paused after a client authentication failure", name),
-				 errdetail("%s", SPI_getvalue(t, d, 13)),
+				 errdetail("%s", conf->pause_reason ? conf->pause_reason : ""),
 				 errhint("Fix its client credentials with oauth.register_provider(); that resumes it.")));
 }
 
@@ -203,8 +179,8 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	}
 	else
 		classify_answer(&conf, call, &ans);
-	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	oauth_stats_call(provider, ans.klass, started, GetCurrentTimestamp());
+	provider_conf_wipe(&conf);	/* after classify_answer, which redacts it */
 	http_free(call);
 
 	values[0] = CStringGetTextDatum(klass_name(ans.klass));

@@ -38,6 +38,7 @@ char	   *oauth_database = NULL;
 int			oauth_sweep_interval_ms = 30000;
 int			oauth_max_concurrent_refreshes = 16;
 int			oauth_http_timeout_ms = 10000;
+int			oauth_answer_timeout_ms = 60000;
 int			oauth_min_validity_s = 60;
 char	   *oauth_ca_file = NULL;
 bool		oauth_allow_http = false;
@@ -65,6 +66,11 @@ _PG_init(void)
 	DefineCustomIntVariable("oauth.http_timeout",
 							"Whole-request time limit for one call to a provider.",
 							NULL, &oauth_http_timeout_ms, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("oauth.answer_timeout",
+							"How long the worker keeps a sent refresh request open for its answer.",
+							"Callers stop waiting after oauth.http_timeout; the provider may have rotated the refresh token already, so the worker waits longer (never less than oauth.http_timeout).",
+							&oauth_answer_timeout_ms, 60000, 100, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("oauth.min_validity",
 							"Default minimum remaining validity of a token returned by valid_token.",
@@ -107,5 +113,7 @@ _PG_init(void)
 		ereport(ERROR, (errmsg("could not initialize libcurl")));
 	oauth_shmem_request();
 	oauth_stats_shmem_init();
-	oauth_register_worker();
+	/* pg_upgrade's servers (-b) must not have a worker holding a database */
+	if (!IsBinaryUpgrade)
+		oauth_register_worker();
 }

@@ -13,6 +13,7 @@ extern char *oauth_database;
 extern int	oauth_sweep_interval_ms;
 extern int	oauth_max_concurrent_refreshes;
 extern int	oauth_http_timeout_ms;
+extern int	oauth_answer_timeout_ms;
 extern int	oauth_min_validity_s;
 extern char *oauth_ca_file;
 extern bool oauth_allow_http;

@@ -7,6 +7,8 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "nodes/pg_list.h"
 #include "http.h"
 #include "shmem.h"
@@ -29,7 +31,27 @@ typedef struct ProviderConf
 	char	   *scope_separator;
 	bool		scope_on_refresh;
 	List	   *allowed_hosts;	/* of char *: hosts templated URLs may name */
+	/* state, as read with the configuration */
+	int			max_concurrency;	/* 0: no limit of its own */
+	bool		paused;			/* after invalid_client and the like */
+	char	   *pause_reason;
+	bytea	   *client_secret_ct;	/* ciphertext, opened by provider_conf_open_secret */
 } ProviderConf;
+
+/*
+ * The one way a provider's configuration is read: a query puts
+ * PROVIDER_CONF_COLUMNS (table alias p) in its select list, and
+ * provider_conf_read() takes them from a result row by name.
+ */
+#define PROVIDER_CONF_COLUMNS \
+	"p.name AS p_name, p.token_url AS p_token_url, p.revoke_url AS p_revoke_url, " \
+	"p.client_id AS p_client_id, p.client_secret_ciphertext AS p_client_secret, " \
+	"p.auth_method AS p_auth_method, p.body_format AS p_body_format, " \
+	"p.extra_params AS p_extra_params, p.extra_headers AS p_extra_headers, " \
+	"p.reauth_errors AS p_reauth_errors, p.scope_separator AS p_scope_separator, " \
+	"p.scope_on_refresh AS p_scope_on_refresh, p.allowed_hosts AS p_allowed_hosts, " \
+	"p.max_concurrency AS p_max_concurrency, p.paused_at IS NOT NULL AS p_paused, " \
+	"p.pause_reason AS p_pause_reason"
 
 /* A form field for the token request. */
 typedef struct FormField
@@ -64,6 +86,10 @@ typedef struct TokenAnswer
 	int			retry_after_s;
 	long		http_status;
 	bool		has_error;		/* the body carried an error code */
+	bool		no_answer;		/* sent, but no answer came: the refresh
+								 * token may have been spent (HTTP_NO_ANSWER) */
+	bool		tenant_failure; /* a provider-class answer from a URL filled
+								 * by this connection's metadata (durable.c) */
 } TokenAnswer;
 
 extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
@@ -72,6 +98,10 @@ extern void build_token_request(ProviderConf *conf, Jsonb *metadata,
 extern void wipe_token_request(TokenRequest *req);
 extern void classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
 extern void provider_conf_wipe(ProviderConf *conf);
+extern void provider_conf_read(HeapTuple t, TupleDesc d, ProviderConf *conf);
+extern void provider_conf_open_secret(ProviderConf *conf);
+extern Datum spi_column(HeapTuple t, TupleDesc d, const char *name, bool *isnull);
+extern char *spi_column_text(HeapTuple t, TupleDesc d, const char *name);
 extern List *jsonb_object_fields(Jsonb *obj);
 extern List *text_array_to_list(Datum arr);
 

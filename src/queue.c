@@ -74,6 +74,7 @@ static HTAB *sweep_ranks = NULL;
 
 static SPIPlanPtr plan_due = NULL;
 
+/* jobs_by_id, created on first use in jobs_cxt. */
 static HTAB *
 by_id(void)
 {
@@ -227,6 +228,47 @@ queue_provider_running(const char *provider)
 	return n;
 }
 
+/*
+ * Put a job whose call ended back at the head of the queue, to be prepared
+ * and sent again at once (the retry of a lost answer, durable.c).
+ */
+void
+queue_requeue(Job *job)
+{
+	job_set_state(job, RJ_QUEUED);
+	job->swept = false;			/* it goes first */
+	dlist_push_head(&callers, &job->node);
+	n_queued++;
+}
+
+/* Is a call for this connection in curl (its answer still awaited)? */
+bool
+queue_is_running(const pg_uuid_t *id)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &running)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+
+		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The jobs in curl now, as a list in the current memory context. */
+List *
+queue_running_jobs(void)
+{
+	dlist_iter	it;
+	List	   *l = NIL;
+
+	dlist_foreach(it, &running)
+		l = lappend(l, dlist_container(Job, node, it.cur));
+	return l;
+}
+
 /* A job's HTTP call is over: it leaves the running list. */
 void
 queue_left_running(Job *job)
@@ -287,8 +329,10 @@ start_from(dlist_head *q, bool sweep_work, bool *in_xact, List **done,
 			job->state = RJ_DONE;
 			job->outcome = RO_TRANSIENT;
 			job->message = MemoryContextStrdup(job->cxt,
-											   "the connection's row is locked by another transaction; "
-											   "its new token is stored once it is released");
+											   queue_is_running(&job->id) ?
+											   "a refresh of this connection is still waiting for the provider's answer" :
+											   "the connection's new token is not stored yet (its row is locked, or the write failed); "
+											   "it is stored as soon as it can be");
 			*done = lappend_cxt(cxt, *done, job);
 			continue;
 		}

@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -50,6 +51,7 @@
 MemoryContext jobs_cxt = NULL;
 static TimestampTz next_sweep = 0;
 static TimestampTz next_prune = 0;
+static TimestampTz next_schema_check = 0;
 
 /* Register the worker; called from _PG_init while preloading. */
 void
@@ -125,14 +127,35 @@ extension_present(void)
 	return ok;
 }
 
-/* Drop events older than oauth.event_retention. */
-static void
+/*
+ * Drop events older than oauth.event_retention, PRUNE_BATCH rows a
+ * transaction, so that pruning a large backlog never holds a long
+ * transaction (nor delays the loop for long: one batch a round).  Returns
+ * true while there is more to prune.
+ */
+#define PRUNE_BATCH 5000
+
+static bool
 prune_events(void)
 {
+	static SPIPlanPtr plan = NULL;
+	Datum		arg = Int32GetDatum(oauth_event_retention_s);
+	uint64		n;
+
 	begin_work("oauth_tokens: pruning events");
-	SPI_execute(psprintf("DELETE FROM oauth.events WHERE at < now() - interval '%d seconds'",
-						 oauth_event_retention_s), false, 0);
+	if (plan == NULL)
+		plan = prepare_saved(
+			"DELETE FROM oauth.events WHERE id OPERATOR(pg_catalog.=) ANY (ARRAY("
+			"  SELECT e.id FROM oauth.events e "
+			"   WHERE e.at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) "
+			"         pg_catalog.make_interval(secs => $1::pg_catalog.float8)) "
+			"   ORDER BY e.at LIMIT " CppAsString2(PRUNE_BATCH) "))",
+			1, (Oid[]) {INT4OID});
+	if (SPI_execute_plan(plan, &arg, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not prune events");
+	n = SPI_processed;
 	end_work();
+	return n == PRUNE_BATCH;
 }
 
 /*
@@ -149,6 +172,18 @@ oauth_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(oauth_database, NULL, 0);
 	SetConfigOption("application_name", "oauth_tokens worker", PGC_USERSET, PGC_S_SESSION);
+
+	/*
+	 * The worker runs as a superuser: whatever a search_path finds first
+	 * would run with that power, so its SQL resolves in pg_catalog only,
+	 * whatever the database's or a role's settings say.  Its transactions
+	 * are READ COMMITTED (a version-checked UPDATE must see the latest row,
+	 * not fail on a serialization conflict) and never read-only.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
@@ -195,6 +230,9 @@ oauth_worker_main(Datum arg)
 				/* requests posted meanwhile are served once the extension exists */
 				continue;
 			}
+			/* answers a previous run received but did not apply come first */
+			(void) answers_check_schema();
+			answers_replay();
 			LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
 			oauth_shared->worker_ready = true;
 			LWLockRelease(oauth_shared->lock);
@@ -212,10 +250,22 @@ oauth_worker_main(Datum arg)
 		}
 		if (now >= next_prune)
 		{
-			next_prune = TimestampTzPlusMilliseconds(now, 600 * 1000);
-			prune_events();
+			/* more to prune: the next batch in the next round */
+			next_prune = prune_events() ? now :
+				TimestampTzPlusMilliseconds(now, 600 * 1000);
+		}
+		if (!answers_durable_schema && now >= next_schema_check)
+		{
+			/* a 1.0 schema: notice ALTER EXTENSION UPDATE within a second */
+			next_schema_check = TimestampTzPlusMilliseconds(now, 1000);
+			if (answers_check_schema())
+			{
+				job_plans_reset();
+				answers_replay();
+			}
 		}
 		jobs_retry_writes();
+		answers_release_waiters();
 		queue_start_jobs();
 		/* jobs that finished without HTTP were published by queue_start_jobs */
 
@@ -226,8 +276,24 @@ oauth_worker_main(Datum arg)
 
 			timeout = Max(0, Min(timeout, to_sweep));
 		}
-		if (jobs_writes_pending())
-			timeout = Min(timeout, 200);
+		{
+			long		kept = answers_next_wait_ms();
+
+			if (kept >= 0)
+				timeout = Min(timeout, kept);
+		}
+		if (next_prune <= now)
+			timeout = 0;
+		/* callers of a call in flight are told at oauth.http_timeout */
+		if (n_running > 0 && oauth_answer_timeout_ms > oauth_http_timeout_ms)
+			timeout = Min(timeout, 100);
+		{
+			/* the worker's table statistics reach pg_stat_user_tables */
+			long		stats = pgstat_report_stat(false);
+
+			if (stats > 0)
+				timeout = Min(timeout, stats);
+		}
 		pgstat_report_activity(STATE_IDLE, queue_activity());
 		http_wait(timeout, &ev);
 		if (ev & WL_LATCH_SET)

@@ -5,17 +5,22 @@
  *	  points.
  *
  *	  worker.c  the loop: signals, latch, WaitEventSet, start-up, cleanup
- *	  queue.c   the local queue: draining the shared ring, sweeps, fair
- *	            order, the global and per-provider limits, starting jobs
- *	  job.c     a job's steps and their SQL: prepare, finish (store the
- *	            answer), kept answers, publishing outcomes to waiters
+ *	  queue.c   the local queues (callers', sweeps'): draining the shared
+ *	            ring, sweeps, fair order, the global and per-provider
+ *	            limits, starting jobs
+ *	  job.c     a job's life and state, its first step and its SQL
+ *	            (prepare: read the row, build the request), refused tokens,
+ *	            publishing outcomes to waiters
+ *	  finish.c  a job's last step: the provider's answer, storing it, the
+ *	            answers kept for locked rows
  *	  batch.c   the worker's transactions: a batch of jobs in one
  *	            transaction, each job in its own subtransaction; events
  *
  *	  Everything here lives in the worker process only; a Job is never
  *	  seen by another process.  Its shared counterpart is the RefreshEntry
- *	  of shmem.h, which only job_notify() and queue_drain_ring() write from
- *	  the worker's side.
+ *	  of shmem.h (the transitions of its state are in shmem.c's header),
+ *	  which the worker writes only through job_set_state(), job_notify()
+ *	  and queue_drain_ring(), under oauth_shared->lock.
  *
  *-------------------------------------------------------------------------
  */
@@ -64,11 +69,28 @@ typedef struct Job
 	bool		notified;		/* its entry is DONE: waiters have its outcome */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
 	TimestampTz next_attempt;	/* after a transient failure, as stored */
+	/* answers never thrown away, lost answers (durable.c) */
+	int64		pending_id;		/* its row in oauth.pending_answers; 0: none */
+	int64		durable_us;		/* answer received -> recorded and committed */
+	int			store_failures; /* failed attempts to apply the answer */
+	TimestampTz next_store;		/* when to try applying it again */
+	int64		rotation_grace_ms;	/* provider's window; -1: unknown */
+	bool		after_no_answer;	/* the last attempt was sent, unanswered */
+	bool		lost_retry;		/* this is the at-once retry of a lost answer */
+	bool		released;		/* callers were told after oauth.http_timeout */
+	bool		templated_url;	/* token URL filled from the connection's metadata */
 	/* result: ans in ANSWERED (to store), outcome once stored or DONE */
 	TokenAnswer ans;
 	RefreshOutcome outcome;
 	char	   *message;
 } Job;
+
+/*
+ * last_refresh_error of an attempt that was sent and never answered (the
+ * message classify_answer gives it): the next dead-grant answer for that
+ * connection is reported as a lost answer.
+ */
+#define ANSWER_LOST_PREFIX "sent, no answer"
 
 /* worker.c */
 extern MemoryContext jobs_cxt;
@@ -85,21 +107,43 @@ extern void queue_order(void);
 extern void queue_start_jobs(void);
 extern void queue_left_running(Job *job);
 extern int	queue_provider_running(const char *provider);
+extern void queue_requeue(Job *job);
+extern bool queue_is_running(const pg_uuid_t *id);
+extern List *queue_running_jobs(void);
 
 /* job.c */
 extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
 extern void job_set_state(Job *job, RefreshJobState state);
 extern void job_prepare(Job *job);
+extern void job_mark_rejected(Job *job);
 extern void jobs_mark_rejected(List *jobs);
 extern void job_notify(Job *job);
 extern void job_publish(Job *job);
 extern void jobs_conclude(List *done);
+extern void job_plans_reset(void);
+
+/* finish.c */
 extern void jobs_finish(List *done);
 extern void jobs_collect_finished(void);
+extern void job_record_transient(Job *job, const char *message);
+extern void finish_plans_reset(void);
+
+/* durable.c */
+extern bool answers_durable_schema;
+extern bool answers_check_schema(void);
+extern void answers_keep(Job *job, bool locked, const char *err);
+extern void jobs_keep(Job *job);
 extern void jobs_retry_writes(void);
 extern bool jobs_write_pending_for(const pg_uuid_t *id);
 extern bool jobs_writes_pending(void);
 extern int	jobs_kept(void);
+extern void answers_record(List *jobs);
+extern void answers_forget(Job *job);
+extern void answers_replay(void);
+extern bool answers_retry_lost(Job *job);
+extern void answers_release_waiters(void);
+extern bool answers_tenant_failure(Job *job);
+extern long answers_next_wait_ms(void);
 
 /* batch.c */
 typedef void (*JobFn) (Job *job);

@@ -31,6 +31,28 @@ Behaviour (global default, overridable per grant):
   extra       dict merged into successful answers
   latency_ms  sleep before answering;  hang_seconds (30);  retry_after (2)
 
+Lost answers and rotation (issue 8; see shared/PROVIDERS.md):
+  grace_seconds   with rotate + strict: the previous refresh token stays
+                  accepted for this many seconds after it was rotated
+                  (Xero, Okta, Atlassian style); outside the window it gets
+                  invalid_grant.  A refresh with it inside the window rotates
+                  again.  null (default): no grace.
+  answer_delay_ms the answer is decided (and the grant rotated) on arrival,
+                  then held this long before it is sent: "answers after the
+                  client's timeout, having already rotated".
+  mode drop       the request is read and fully processed (rotating when
+                  rotate is on), then the connection is closed without an
+                  answer (the client sees "empty reply").
+  mode unauthorized_client   400 {"error": "unauthorized_client"}
+  mode 401        401 with no error code in the body
+  mode_times      the grant's (or tenant's) mode applies to this many token
+                  requests, then it answers as mode ok; 0 (default): always.
+Tenant paths: a token path /t/<tenant>/...token is tenant <tenant>;
+  POST /_control/tenant {"tenant": "t1", behaviour...} sets behaviour for
+  that tenant's requests only (over the grant's), e.g. mode
+  unauthorized_client for one Microsoft-style tenant.  The stats count
+  requests by tenant ("by_tenant").
+
 Control API (JSON in, JSON out):
   POST /_control/reset          forget everything
   POST /_control/default        {behaviour...} merged into the default
@@ -42,19 +64,21 @@ Control API (JSON in, JSON out):
                                  "code_challenge", "code_challenge_method"
                                  (S256 default | plain), "scope", "extra"}
   POST /_control/revoke_status  {"status": 500}
+  POST /_control/tenant         {"tenant": "t1", behaviour...}
   GET  /_control/stats          counters, revocations, last 500 requests
   GET  /_control/grant/<g>      {"current_refresh_token", "issued", "requests"}
 Token requests are counted on arrival, before any latency or hang.
 """
 import argparse, base64, collections, hashlib, json, os, signal, socketserver
-import ssl, sys, threading, time, traceback
+import socket, ssl, sys, threading, time, traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, unquote_plus, urlencode, urlsplit
 
 BUILTIN = {"mode": "ok", "rotate": False, "strict": False, "expires_in": 3600,
            "expires_in_style": "number", "refresh_token_expires_in": None,
            "response_format": "json", "extra": {}, "latency_ms": 0,
-           "hang_seconds": 30, "retry_after": 2}
+           "hang_seconds": 30, "retry_after": 2,
+           "grace_seconds": None, "answer_delay_ms": 0, "mode_times": 0}
 JSON, FORM = "application/json", "application/x-www-form-urlencoded"
 WWW_AUTH = {"WWW-Authenticate": 'Basic realm="fake-oauth"'}
 # mode -> (status, body, content type)
@@ -76,8 +100,11 @@ CANNED = {
     "429": (429, {"error": "rate_limited"}, JSON),
     "garbage": (200, "<html>not json</html>", "text/html"),
     "no_access_token": (200, {"token_type": "bearer"}, JSON),
+    "unauthorized_client": (400, {"error": "unauthorized_client",
+                                  "error_description": "client not allowed for this tenant"}, JSON),
+    "401": (401, "<html>Unauthorized</html>", "text/html"),
 }
-CHOICES = {"mode": set(CANNED) | {"ok", "hang"},
+CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop"},
            "expires_in_style": {"number", "string", "omit"},
            "response_format": {"json", "form", "form_unless_accept"}}
 REDACTED = ("client_secret", "refresh_token", "code", "code_verifier")
@@ -91,7 +118,8 @@ def validate_behaviour(d):
             raise ValueError("unknown behaviour field %r" % k)
         if isinstance(BUILTIN[k], bool):
             v = v if isinstance(v, bool) else str(v).lower() not in ("", "0", "false", "no")
-        elif isinstance(BUILTIN[k], int) or (k == "refresh_token_expires_in" and v is not None):
+        elif isinstance(BUILTIN[k], int) or (k in ("refresh_token_expires_in", "grace_seconds")
+                                             and v is not None):
             v = int(v)
         elif k == "mode":
             v = str(v)
@@ -156,17 +184,33 @@ class State:
         self.total, self.cc_issued, self.revoke_status = 0, 0, 200
         self.by_rt, self.by_grant, self.by_code = (collections.Counter() for _ in range(3))
         self.requests = collections.deque(maxlen=500)
+        self.tenants, self.by_tenant = {}, collections.Counter()
+        self.mode_used = collections.Counter()     # (scope, name) -> requests given the mode
 
     def grant(self, name, rt=None):
         if name not in self.grants:
             self.grants[name] = {"behaviour": {}, "current": rt or name + ".0",
-                                 "issued": 0, "requests": 0}
+                                 "issued": 0, "requests": 0,
+                                 "previous": None, "rotated_at": 0.0}
         return self.grants[name]
 
-    def behaviour(self, grant=None):
+    def behaviour(self, grant=None, tenant=None, consume=False):
+        """default < grant < tenant; with consume, a mode limited by
+        mode_times counts this request (then reverts to ok)."""
         b = dict(BUILTIN, **self.default)
-        b.update(self.grants[grant]["behaviour"] if grant in self.grants else {})
+        owner = ("default", "")
+        for scope, name, over in (("grant", grant, self.grants.get(grant, {}).get("behaviour")),
+                                  ("tenant", tenant, self.tenants.get(tenant))):
+            if over:
+                b.update(over)
+                if "mode" in over:
+                    owner = (scope, name)
         b["extra"] = dict(b["extra"])
+        if b["mode"] != "ok" and b["mode_times"] > 0:
+            if self.mode_used[owner] >= b["mode_times"]:
+                b["mode"] = "ok"
+            elif consume:
+                self.mode_used[owner] += 1
         return b
 
     def check_client(self, auth, cid, secret, params, body_format):
@@ -282,8 +326,11 @@ class Handler(BaseHTTPRequestHandler):
         auth, cid, secret = self.client_auth(p)
         st = self.server.state
         grant = rt = code = None
+        tenant = tenant_of(path)
         with st.lock:           # count on arrival
             st.total += 1
+            if tenant is not None:
+                st.by_tenant[tenant] += 1
             if gt == "refresh_token" and p.get("refresh_token"):
                 rt = str(p["refresh_token"])
                 grant = split_rt(rt)[0]
@@ -306,7 +353,7 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()
                             if k.lower() != "authorization"}}
             st.requests.append(self.record)
-            beh = st.behaviour(grant)
+            beh = st.behaviour(grant, tenant, consume=True)
             self.server.log("token request %s" % json.dumps(self.record))
         delay = beh["latency_ms"] / 1000.0
         if beh["mode"] == "hang":
@@ -316,6 +363,18 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             resp = self.token_answer(st, params, body_format, gt, auth, cid, secret,
                                      rt, code, grant, beh)
+            if beh["mode"] == "drop" or beh["answer_delay_ms"] > 0:
+                self.record["status"] = "dropped" if beh["mode"] == "drop" else "delayed"
+        if beh["mode"] == "drop":
+            # processed (and rotated), never answered: close the socket
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if beh["answer_delay_ms"] > 0:
+            time.sleep(beh["answer_delay_ms"] / 1000.0)
         self.send(*resp)
 
     def token_answer(self, st, params, body_format, gt, auth, cid, secret,
@@ -334,6 +393,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = err(400, "invalid_request", "missing code")
         if answer is not None or canned(beh):
             return answer or canned(beh)
+        # mode drop: processed like ok, then the answer is thrown away
         if gt == "client_credentials":
             st.cc_issued += 1
             tok = {"access_token": "cc-%s-%d" % (cid or "anonymous", st.cc_issued),
@@ -341,11 +401,15 @@ class Handler(BaseHTTPRequestHandler):
             return render_token(beh, tok, {}, accept, force_json=True)
         if gt == "refresh_token":
             g = st.grants[grant]
-            if beh["strict"] and rt != g["current"]:
+            in_grace = (beh["grace_seconds"] is not None and rt == g["previous"]
+                        and time.monotonic() - g["rotated_at"] <= beh["grace_seconds"])
+            if beh["strict"] and rt != g["current"] and not in_grace:
                 return err(400, "invalid_grant", "refresh token is not current (reused?)")
             new_rt = None
             if beh["rotate"]:
                 n = max(split_rt(g["current"])[1], split_rt(rt)[1]) + 1
+                if rt == g["current"]:      # the grace window counts from here
+                    g["previous"], g["rotated_at"] = rt, time.monotonic()
                 new_rt = g["current"] = "%s.%d" % (grant, n)
             g["issued"] += 1
             tok = {"access_token": "at-%s-%d" % (grant, g["issued"]),
@@ -395,6 +459,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_control/stats":
                 out = {"total": st.total, "by_refresh_token": st.by_rt,
                        "by_grant": st.by_grant, "by_code": st.by_code,
+                       "by_tenant": st.by_tenant,
                        "revocations": st.revocations, "requests": list(st.requests)}
             elif path.startswith("/_control/grant/"):
                 name = unquote(path[len("/_control/grant/"):])
@@ -428,6 +493,8 @@ class Handler(BaseHTTPRequestHandler):
             behaviour = validate_behaviour(body)
             g = st.grant(name)
             g["behaviour"].update(behaviour)
+            if "mode" in behaviour or "mode_times" in behaviour:
+                st.mode_used[("grant", name)] = 0
             if rt is not None:
                 g["current"] = str(rt)
         elif action == "client":
@@ -442,6 +509,11 @@ class Handler(BaseHTTPRequestHandler):
             st.codes[str(body["code"])] = c
         elif action == "revoke_status":
             st.revoke_status = int(body["status"])
+        elif action == "tenant":
+            body = dict(body)
+            name = str(body.pop("tenant"))
+            st.tenants.setdefault(name, {}).update(validate_behaviour(body))
+            st.mode_used[("tenant", name)] = 0
         else:
             return False
         return True
@@ -449,6 +521,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def is_token_path(path):
     return path.endswith(("/token", "/oauth.v2.access", "/access_token"))
+
+
+def tenant_of(path):
+    """'/t/acme/oauth2/token' -> 'acme'; None without a tenant prefix."""
+    parts = path.split("/")
+    return unquote(parts[2]) if len(parts) > 3 and parts[1] == "t" and parts[2] else None
 
 
 class Server(ThreadingHTTPServer):

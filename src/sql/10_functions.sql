@@ -149,7 +149,7 @@ CREATE FUNCTION oauth.register_provider(
     max_concurrency int DEFAULT NULL, authorize_url text DEFAULT NULL,
     body_format text DEFAULT 'form', extra_headers jsonb DEFAULT '{}',
     reauth_errors text[] DEFAULT '{}', preset text DEFAULT NULL,
-    allowed_hosts text[] DEFAULT NULL)
+    allowed_hosts text[] DEFAULT NULL, rotation_grace interval DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -170,6 +170,7 @@ DECLARE
     v_scope_separator text := ' ';
     v_scope_on_refresh boolean := false;
     v_allowed_hosts text[] := allowed_hosts;
+    v_rotation_grace interval := rotation_grace;
     existed boolean;
 BEGIN
     PERFORM oauth._not_null('name', v_name);
@@ -197,6 +198,7 @@ BEGIN
         v_scope_separator := pr.scope_separator;
         v_scope_on_refresh := pr.scope_on_refresh;
         v_allowed_hosts := coalesce(v_allowed_hosts, pr.allowed_hosts);
+        v_rotation_grace := coalesce(v_rotation_grace, pr.rotation_grace);
     END IF;
     IF EXISTS (SELECT 1 FROM unnest(coalesce(v_allowed_hosts, '{}')) h
                 WHERE h IS NULL OR h !~ '^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$') THEN
@@ -239,6 +241,7 @@ BEGIN
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
+    PERFORM oauth._check_interval('rotation_grace', v_rotation_grace);
     IF max_concurrency IS NOT NULL AND max_concurrency < 1 THEN
         RAISE EXCEPTION 'max_concurrency must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -248,7 +251,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF EXISTS (SELECT 1 FROM jsonb_each(coalesce(v_extra_headers, '{}')) h
-                WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9-]+$') THEN
+                WHERE jsonb_typeof(h.value) <> 'string' OR h.key !~ '^[A-Za-z0-9-]+$'
+                   OR h.value #>> '{}' ~ '[\x01-\x1f\x7f]') THEN
         RAISE EXCEPTION 'extra_headers must map header names to strings'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -258,14 +262,14 @@ BEGIN
         client_secret_ciphertext, auth_method, refresh_buffer, default_lifetime,
         refresh_token_idle_ttl, extra_params, extra_headers, body_format, reauth_errors,
         max_concurrency, authorize_params, required_scopes, scope_separator, scope_on_refresh,
-        allowed_hosts, preset)
+        allowed_hosts, preset, rotation_grace)
     VALUES (v_name, v_authorize_url, v_token_url, v_revoke_url, client_id,
         oauth._seal(client_secret, 'provider/' || v_name || '/client_secret'),
         v_auth_method, refresh_buffer, v_default_lifetime, v_idle_ttl,
         coalesce(v_extra_params, '{}'), coalesce(v_extra_headers, '{}'), v_body_format,
         coalesce(v_reauth_errors, '{}'), max_concurrency, v_authorize_params,
         v_required_scopes, v_scope_separator, v_scope_on_refresh,
-        coalesce(v_allowed_hosts, '{}'), preset)
+        coalesce(v_allowed_hosts, '{}'), preset, v_rotation_grace)
     ON CONFLICT ON CONSTRAINT providers_pkey DO UPDATE SET
         authorize_url = EXCLUDED.authorize_url, token_url = EXCLUDED.token_url,
         revoke_url = EXCLUDED.revoke_url, client_id = EXCLUDED.client_id,
@@ -278,7 +282,7 @@ BEGIN
         max_concurrency = EXCLUDED.max_concurrency, authorize_params = EXCLUDED.authorize_params,
         required_scopes = EXCLUDED.required_scopes, scope_separator = EXCLUDED.scope_separator,
         scope_on_refresh = EXCLUDED.scope_on_refresh, allowed_hosts = EXCLUDED.allowed_hosts,
-        preset = EXCLUDED.preset,
+        preset = EXCLUDED.preset, rotation_grace = EXCLUDED.rotation_grace,
         paused_at = NULL, pause_reason = NULL, updated_at = now();
     -- a changed buffer moves every connection's next refresh
     UPDATE oauth.connections c
@@ -392,6 +396,11 @@ BEGIN
     PERFORM oauth._event('deleted', c.workspace_id, c.id, c.provider, '{}');
 END $$;
 
+-- Internal: re-encrypt committed connections (and pending answers) under the
+-- active key, in batches of `batch` rows, each its own transaction.
+CREATE FUNCTION oauth._rotate_connections(batch int DEFAULT 1000) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'oauth_rotate_connections' LANGUAGE C VOLATILE;
+
 -- Public: re-encrypt every secret under the active key (the first line of
 -- oauth.key_file).  Returns how many values it re-encrypted.  Once it has
 -- run, older keys can be removed from the file.
@@ -403,6 +412,10 @@ DECLARE
     r record;
     ctx text;
 BEGIN
+    -- committed rows: in batches, by a worker of its own (src/rotate.c), so
+    -- that no transaction ever holds every connection's row lock
+    n := oauth._rotate_connections(1000);
+    -- what it could not see or lock (this transaction's own rows): here
     FOR r IN SELECT c.id, c.access_token_ciphertext AS a, c.refresh_token_ciphertext AS rt
                FROM oauth.connections c
               WHERE oauth._key_id(c.access_token_ciphertext) <> k

@@ -54,9 +54,10 @@ is(lc_sql($node, "SELECT state FROM oauth.connection_status WHERE id = '$id'"), 
 	'... and the connection stays active');
 is(lc_sql($node, "SELECT oauth.valid_token('ws1', '$id', '10 minutes')"), 'at-no-rt',
 	'a caller asking for more validity than is left gets the token it has');
-is(lc_sql($node, "SELECT count(*) FROM oauth.refresh_due()"), '1', 'a sweep takes it up ...');
-is(lc_sql($node, "SELECT state FROM oauth.connection_status WHERE id = '$id'"), 'active',
-	'... and leaves it active');
+is(lc_sql($node, "SELECT refresh_after = expires_at FROM oauth.connection_status WHERE id = '$id'"), 't',
+	'it is due again only when its token expires');
+is(lc_sql($node, "SELECT count(*) FROM oauth.refresh_due()"), '0', 'so a sweep meanwhile leaves it alone');
+is(lc_sql($node, "SELECT state FROM oauth.connection_status WHERE id = '$id'"), 'active', '... and active');
 lc_sql($node, "UPDATE oauth.connections SET expires_at = now() - interval '1 second' WHERE id = '$id'");
 is(lc_sql($node, "SELECT oauth.refresh('ws1', '$id')"), 'reauth_required',
 	'once it has expired: reauth_required');

@@ -9,8 +9,8 @@
 # search_path includes public: no trap may run, the role stays powerless.
 #
 # This tests behaviour, not the mechanism: SECURITY DEFINER functions pin
-# search_path themselves; the worker's own pinning is the durable branch's
-# (issue 8 item 7), so the worker's assertions are TODO until it is merged.
+# search_path themselves; the worker pins its own (search_path =
+# pg_catalog, pg_temp, issue 8 item 7).
 use strict;
 use warnings;
 
@@ -114,7 +114,6 @@ my $sessions = lc_sql($node, "SELECT string_agg(DISTINCT fn, ', ') FROM public.c
 	  . "WHERE backend IS DISTINCT FROM 'oauth_tokens worker'");
 is($sessions, '', 'no trap ran in a session (SECURITY DEFINER and C functions)');
 {
-	local $TODO = 'the worker pins its search_path on the durable branch (issue 8 item 7)';
 	is(lc_sql($node, "SELECT string_agg(DISTINCT fn, ', ') FROM public.canary "
 		  . "WHERE backend = 'oauth_tokens worker'"), '', 'no trap ran in the worker');
 	is(lc_sql($node, "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"), 'f',

@@ -44,6 +44,19 @@ my $events = prod_sql("SELECT count(*) FROM oauth.events");
 my $requests = $p->stats->{total};
 cmp_ok($presets, '>', 5, "the presets ($presets) are there");
 
+# every table of the extension (and every sequence) is dumped, except the
+# presets that CREATE EXTENSION writes: a table added later without
+# pg_extension_config_dump fails here
+is( prod_sql(
+		"SELECT string_agg(c.oid::regclass::text, ', ' ORDER BY 1)
+		   FROM pg_depend d
+		   JOIN pg_class c ON c.oid = d.objid AND c.relkind IN ('r', 'S')
+		   JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'oauth_tokens'
+		  WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+		    AND c.oid::regclass <> 'oauth.provider_presets'::regclass
+		    AND c.oid <> ALL (coalesce(e.extconfig, '{}'))"),
+	'', 'every table and sequence of the extension but the presets is marked for pg_dump');
+
 my $dir = tempdir(CLEANUP => 1);
 my $dump = "$dir/prod.dump";
 $prod->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $prod->connstr('postgres') ],

@@ -95,6 +95,7 @@ my @calls = (
 		"SELECT connection_id || ' ' || outcome FROM oauth.refresh_due()", qr/^\Q$c{due}\E refreshed$/ ],
 	[ oauth_admin => 'oauth.rotate_key', "SELECT oauth.rotate_key() >= 0", qr/^t$/ ],
 	[ oauth_admin => 'oauth.stats', "SELECT refreshes_attempted > 0 FROM oauth.stats()", qr/^t$/ ],
+	[ oauth_admin => 'oauth.refresh_jobs', "SELECT count(*) >= 0 FROM oauth.refresh_jobs()", qr/^t$/ ],
 	[ oauth_admin => 'oauth.provider_stats',
 		"SELECT provider || ' ' || attempts FROM oauth.provider_stats() WHERE provider = 'setup'",
 		qr/^setup [1-9]/ ],

@@ -50,7 +50,8 @@ for (split /\n/, sql(
 	$row{ $f[0] } = join ',', @f[ 1 .. $#f ];
 }
 is($row{good}, '5,5,0,0,t,t,t,5,0,0,0,f,t',
-	'good: 5 calls (4 refreshes, 1 exchange), all successes, p99 sees the slow call, 5 active');
+	'good: 5 calls (4 refreshes, 1 exchange), all successes, p99 sees the slow call, 5 active')
+  or diag(sql("SELECT * FROM oauth.provider_stats()"));
 is($row{flaky}, '2,0,1,1,t,f,t,1,1,1,0,f,t',
 	'flaky: 2 calls, 1 transient, 1 permanent; 1 active (backing off), 1 reauth_required');
 is($row{idle}, '0,0,0,0,f,,,0,0,0,1,f,t',

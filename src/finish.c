@@ -1,0 +1,444 @@
+/*-------------------------------------------------------------------------
+ *
+ * finish.c
+ *	  Step 3 of a refresh job: the provider's answer, and storing it.
+ *
+ * jobs_collect_finished() takes the calls curl has finished (SENDING ->
+ * ANSWERED) and classifies their answers; jobs_finish() stores a batch of
+ * results in one transaction, each job in its own subtransaction, and
+ * publishes their outcomes (ANSWERED -> DONE).
+ *
+ * Rules:
+ *	- finish_job() is the one place where a refresh's result is applied to
+ *	  the connection: the new tokens (sealed for the row), the expiry counted
+ *	  from when the answer arrived, the event; or the failure, its back-off
+ *	  and event; or the dead grant; or the provider's pause.  Every write is
+ *	  version-checked: a stale result never overwrites a newer one.
+ *	- Row locks are waited for briefly (lock_timeout, batch.c).  An answer
+ *	  with tokens is recorded in oauth.pending_answers before it is applied
+ *	  (durable.c, answers_record); whatever stops the apply (a locked row,
+ *	  any error) keeps it (answers_keep) and it is stored again later; its
+ *	  waiters hear "transient" at once, and no new refresh of that
+ *	  connection starts meanwhile (jobs_write_pending_for).  Applying it
+ *	  deletes its record in the same subtransaction.
+ *	- A call that was sent and not answered may be sent again at once
+ *	  inside the provider's rotation grace (answers_retry_lost), and its
+ *	  callers are told after oauth.http_timeout while it goes on
+ *	  (job_record_transient, from answers_release_waiters).
+ *
+ * The window that remains lies between a provider's answer and the commit
+ * of its record: one INSERT and a commit (durable.c); a crash inside it
+ * loses a rotated refresh token, and no client of a token endpoint can
+ * close it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "crypto.h"
+#include "http.h"
+#include "oauth_tokens.h"
+#include "provider.h"
+#include "shmem.h"
+#include "store.h"
+#include "worker.h"
+
+
+static SPIPlanPtr plan_success = NULL;
+static SPIPlanPtr plan_transient = NULL;
+static SPIPlanPtr plan_reauth = NULL;
+static SPIPlanPtr plan_pause = NULL;
+
+/* Prepare the statements of step 3, once for the worker's life. */
+static void
+prepare_plans(void)
+{
+	if (plan_pause)
+		return;
+	plan_success = prepare_saved(
+		"UPDATE oauth.connections c SET "
+		"  access_token_ciphertext = $2, "
+		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
+		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
+		"                    ELSE $9 + p.default_lifetime END, "
+		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
+		"                    ELSE c.refresh_token_expires_at END, "
+		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
+		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
+		"  metadata = c.metadata || $7, "
+		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
+		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
+		"  refresh_after = oauth._refresh_after("
+		"      CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
+		"           ELSE $9 + p.default_lifetime END, "
+		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
+		"      CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
+		"           ELSE c.refresh_token_expires_at END, "
+		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
+		"  FROM oauth.providers p "
+		" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 "
+		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
+		"RETURNING c.expires_at",
+		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
+	/*
+	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
+	 * One draw sets both columns: the sweep looks only at refresh_after, so
+	 * it must not be earlier than next_attempt_at.
+	 */
+	plan_transient = prepare_saved(
+		"UPDATE oauth.connections c SET "
+		"  failure_count = c.failure_count + $5::pg_catalog.int4, last_refresh_error = $2, "
+		"  (next_attempt_at, refresh_after) = (SELECT b.t, b.t FROM (SELECT now() + "
+		"      pg_catalog.make_interval(secs => greatest($3::pg_catalog.float8, "
+		"          least(3600::pg_catalog.float8, 5::pg_catalog.float8 OPERATOR(pg_catalog.*) "
+		"                pg_catalog.power(2::pg_catalog.float8, least(c.failure_count, 12)::pg_catalog.float8)) "
+		"          OPERATOR(pg_catalog.*) (0.5::pg_catalog.float8 OPERATOR(pg_catalog.+) "
+		"                                 (pg_catalog.random() OPERATOR(pg_catalog./) 2::pg_catalog.float8)))) AS t) b), "
+		"  updated_at = now() "
+		" WHERE c.id = $1 AND c.version = $4 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
+		"RETURNING c.next_attempt_at, c.failure_count",
+		5, (Oid[]) {UUIDOID, TEXTOID, FLOAT8OID, INT8OID, INT4OID});
+	plan_reauth = prepare_saved(
+		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
+		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
+		" WHERE c.id = $1 AND c.version = $3 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
+		"RETURNING c.workspace_id, c.provider, "
+		"  pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id, "
+		"      'connection_id', c.id, 'provider', c.provider, 'state', 'reauth_required', "
+		"      'error', $2)::text)",
+		3, (Oid[]) {UUIDOID, TEXTOID, INT8OID});
+	plan_pause = prepare_saved(
+		"UPDATE oauth.providers SET paused_at = now(), pause_reason = $2 WHERE name = $1",
+		2, (Oid[]) {TEXTOID, TEXTOID});
+}
+
+/*
+ * Step 3 for one job: apply the provider's answer (job->ans) to the
+ * connection, with a version check, and record the event.  Runs in a
+ * subtransaction of a batch, in job->cxt.
+ */
+static void
+finish_job(Job *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+	TokenAnswer *a = &job->ans;
+	int64		ms = job->started ? (GetCurrentTimestamp() - job->started) / 1000 : 0;
+	char	   *detail;
+
+	prepare_plans();
+	if (a->klass != RO_REFRESHED)
+		job_mark_rejected(job);	/* not yet done if its row was locked */
+	if (a->klass == RO_PROVIDER)
+		(void) answers_tenant_failure(job);	/* may make it this connection's failure */
+	job->outcome = a->klass;
+	job->message = a->message;
+	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
+	{
+		/* never stored for this grant: renewal uses the client's credentials */
+		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
+		a->refresh_token = NULL;
+	}
+	if (a->klass == RO_REFRESHED)
+	{
+		bool		stored;
+		Datum		v[9];
+		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
+									oauth_conn_context(job->idstr, "access"));
+
+		v[0] = UUIDPGetDatum(&job->id);
+		v[1] = PointerGetDatum(at);
+		if (a->refresh_token)
+			v[2] = PointerGetDatum(oauth_seal(a->refresh_token, strlen(a->refresh_token),
+											  oauth_conn_context(job->idstr, "refresh")));
+		else
+			n[2] = 'n';
+		v[3] = Int64GetDatum(a->expires_in);
+		if (!a->has_expires_in)
+			n[3] = 'n';
+		v[4] = Int64GetDatum(a->rt_expires_in);
+		if (!a->has_rt_expires_in)
+			n[4] = 'n';
+		if (a->scope)
+			v[5] = CStringGetTextDatum(a->scope);
+		else
+			n[5] = 'n';
+		v[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
+		v[7] = Int64GetDatum(job->seen_version);
+		/* expiry counts from the answer, not from a retried write */
+		v[8] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
+		/* the answer's tokens stay in job->ans until publish(): a write that
+		 * meets a locked row is retried with them */
+		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not store refreshed token");
+		stored = SPI_processed > 0;
+		/* applied (or superseded): the recorded answer goes, atomically */
+		answers_forget(job);
+		if (!stored)
+		{
+			/* the row moved on (re-authorized, revoked, deleted): discard */
+			job->outcome = RO_NOT_NEEDED;
+			job->message = pstrdup("superseded by a newer change to the connection");
+			MemoryContextSwitchTo(old);
+			return;
+		}
+		detail = psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
+						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s"
+						  ", \"durable_us\": " INT64_FORMAT ", \"store_attempts\": %d%s}",
+						  a->http_status, ms, a->refresh_token ? "true" : "false",
+						  a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
+						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
+						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+						  job->durable_us, job->store_failures + 1,
+						  job->lost_retry ? ", \"recovered\": \"answer_lost\"" : "");
+		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
+	}
+	else if (a->klass == RO_REAUTH)
+	{
+		Datum		v[3];
+
+		const char *code = a->error_code ? a->error_code : "invalid_grant";
+		const char *reason = NULL;
+
+		/*
+		 * After a request that was sent and never answered, a dead grant
+		 * most likely means the provider rotated the token in the answer we
+		 * lost: say so, it is not the customer revoking access.
+		 */
+		if (job->lost_retry || job->after_no_answer)
+			reason = "answer_lost";
+		else if (a->tenant_failure)
+			reason = "tenant_rejected";
+		if (reason)
+			code = psprintf("%s: %s", reason, code);
+		v[0] = UUIDPGetDatum(&job->id);
+		v[1] = CStringGetTextDatum(code);
+		v[2] = Int64GetDatum(job->seen_version);
+		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not mark connection");
+		if (SPI_processed > 0)
+			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
+					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s%s%s%s}",
+							   json_str(a->error_code), a->http_status, json_str(a->message),
+							   reason ? ", \"reason\": \"" : "", reason ? reason : "",
+							   reason ? "\"" : ""));
+		job->message = (char *) code;
+	}
+	else if (a->klass == RO_PROVIDER)
+	{
+		Datum		v[2];
+
+		v[0] = CStringGetTextDatum(job->provider);
+		v[1] = CStringGetTextDatum(a->message);
+		if (exec_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not pause provider");
+		add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+				  psprintf("{\"class\": \"provider\", \"error\": %s, \"http_status\": %ld}",
+						   json_str(a->message), a->http_status));
+		ereport(LOG,
+				(errmsg("oauth_tokens: provider \"%s\" paused: %s", job->provider, a->message),
+				 errhint("Fix its client credentials with oauth.register_provider().")));
+	}
+	else
+	{
+		Datum		v[5];
+		TimestampTz next = 0;
+
+		v[0] = UUIDPGetDatum(&job->id);
+		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
+		v[2] = Float8GetDatum((double) a->retry_after_s);
+		v[3] = Int64GetDatum(job->seen_version);
+		v[4] = Int32GetDatum(job->released ? 0 : 1);	/* counted when released */
+		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not record failure");
+		if (SPI_processed > 0)
+		{
+			bool		isnull;
+
+			next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+			job->next_attempt = next;
+			add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+					  psprintf("{\"class\": \"transient\", \"error\": %s, \"http_status\": %ld, "
+							   "\"next_attempt_at\": %s, \"retry_after\": %d}",
+							   json_str(a->message), a->http_status,
+							   json_str(timestamptz_to_str(next)), a->retry_after_s));
+		}
+		job->outcome = RO_TRANSIENT;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Write every finished job: one transaction, a subtransaction each.  Row
+ * locks are waited for briefly (lock_timeout): the worker must not stall,
+ * nor deadlock with a session that holds a connection's row lock and waits
+ * for a refresh.  A new token that meets a locked row is not lost: its
+ * waiters hear "transient", and the answer is kept and written again until
+ * the lock is released; meanwhile no new refresh of that connection starts.
+ */
+void
+jobs_finish(List *done)
+{
+	ListCell   *lc;
+
+	if (done == NIL)
+		return;
+	/* answers with tokens are made durable first, in their own transaction */
+	answers_record(done);
+	begin_work("oauth_tokens: storing refresh results");
+	foreach(lc, done)
+	{
+		Job		   *job = lfirst(lc);
+		bool		failed;
+		char	   *err;
+		int			sqlstate = 0;
+
+		run_isolated(job, finish_job, &failed, &err, &sqlstate);
+		if (failed && job->ans.klass == RO_REFRESHED)
+		{
+			/*
+			 * Whatever went wrong (a locked row, a serialization failure,
+			 * the key file, a constraint or trigger), the answer is kept:
+			 * in oauth.pending_answers and here, and applied again later.
+			 */
+			answers_keep(job, sqlstate == ERRCODE_LOCK_NOT_AVAILABLE, err);
+			continue;
+		}
+		if (failed)
+		{
+			job->outcome = RO_TRANSIENT;
+			job->message = err;
+			ereport(WARNING,
+					(errmsg("oauth_tokens: could not store the result of a refresh: %s", err)));
+		}
+		job->write_pending = false;
+	}
+	end_work();
+	foreach(lc, done)
+	{
+		Job		   *job = lfirst(lc);
+
+		if (!job->write_pending)
+			job_publish(job);
+	}
+}
+
+
+
+/*
+ * Record a transient failure for a job whose call is still running (its
+ * callers stop waiting, durable.c), inside a batch.  Counts as the job's
+ * failure: the final outcome of the call does not count again.
+ */
+static char *transient_message;
+
+static void
+record_transient(Job *job)
+{
+	Datum		v[5];
+	bool		isnull;
+
+	prepare_plans();
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = CStringGetTextDatum(transient_message);
+	v[2] = Float8GetDatum(0.0);
+	v[3] = Int64GetDatum(job->seen_version);
+	v[4] = Int32GetDatum(1);
+	if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record failure");
+	if (SPI_processed == 0)
+		return;
+	job->next_attempt = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+			  psprintf("{\"class\": \"transient\", \"error\": %s, \"next_attempt_at\": %s, "
+					   "\"still_waiting\": true}",
+					   json_str(transient_message),
+					   json_str(timestamptz_to_str(job->next_attempt))));
+}
+
+void
+job_record_transient(Job *job, const char *message)
+{
+	bool		failed;
+	char	   *err;
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	transient_message = pstrdup(message);
+	run_isolated(job, record_transient, &failed, &err, NULL);
+	job->outcome = RO_TRANSIENT;
+	job->message = transient_message;
+	MemoryContextSwitchTo(old);
+}
+
+/* Forget step 3's prepared statements (job_plans_reset). */
+void
+finish_plans_reset(void)
+{
+	SPIPlanPtr *plans[] = {&plan_success, &plan_transient, &plan_reauth, &plan_pause};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}
+
+/* Collect finished HTTP calls and jobs that failed before their call. */
+void
+jobs_collect_finished(void)
+{
+	HttpCall   *call;
+	List	   *done = NIL;
+
+	while ((call = http_next_done()) != NULL)
+	{
+		Job		   *job = (Job *) call->owner;
+		MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+		job->answered_at = GetCurrentTimestamp();
+
+		/*
+		 * Parsing a hostile body can raise an error (e.g. stack depth in
+		 * the JSON parser); it must fail this job, not the worker.
+		 */
+		PG_TRY();
+		{
+			classify_answer(&job->conf, call, &job->ans);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(job->cxt);
+			FlushErrorState();
+			memset(&job->ans, 0, sizeof(job->ans));
+			job->ans.klass = RO_TRANSIENT;
+			job->ans.http_status = call->status;
+			job->ans.message = pstrdup("the provider's answer could not be parsed");
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(old);
+		queue_left_running(job);
+		/* libcurl sent it again after a reused connection gave nothing back */
+		if (call->sends > 1)
+			job->lost_retry = true;
+		/* sent, never answered, inside the rotation grace: at once again */
+		if (answers_retry_lost(job))
+			continue;
+		job_set_state(job, RJ_ANSWERED);
+		done = lappend(done, job);
+	}
+	jobs_finish(done);
+	list_free(done);
+}
+
+
