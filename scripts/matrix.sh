@@ -53,36 +53,45 @@ packages_for() {
 # The Debian archive this machine installs from: the first enabled apt source
 # (deb822 .sources or one-line .list) that carries this release's own suite.
 debian_mirror() {
-    local codename
+    local codename f m=
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [ -n "$codename" ] || { echo "matrix: cannot tell this machine's Debian release" >&2; return 1; }
-    local m
-    m=$(awk -v want="$codename" '
-        function flush() {
-            if (uris != "" && enabled && types ~ /(^|[ \t])deb([ \t]|$)/) {
-                n = split(suites, s, /[ \t]+/)
-                for (i = 1; i <= n; i++)
-                    if (s[i] == want) { split(uris, u, /[ \t]+/); print u[1]; found = 1; exit }
+    # deb822 files: paragraphs of fields; one-line files: "deb [opts] URI suite ..."
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        m=$(awk -v want="$codename" '
+            function flush() {
+                if (!found && uris != "" && enabled && types ~ /(^|[ \t])deb([ \t]|$)/) {
+                    n = split(suites, s, /[ \t]+/)
+                    for (i = 1; i <= n; i++)
+                        if (s[i] == want) { split(uris, u, /[ \t]+/); print u[1]; found = 1 }
+                }
+                uris = ""; suites = ""; types = ""; enabled = 1
             }
-            uris = ""; suites = ""; types = ""; enabled = 1
-        }
-        BEGIN { enabled = 1 }
-        FILENAME ~ /\.sources$/ {
-            if ($0 ~ /^[ \t]*$/) { flush(); next }
-            if ($0 ~ /^[ \t]*#/) next
-            if (tolower($1) == "uris:")    { $1 = ""; uris = $0; sub(/^[ \t]+/, "", uris) }
-            if (tolower($1) == "suites:")  { $1 = ""; suites = $0; sub(/^[ \t]+/, "", suites) }
-            if (tolower($1) == "types:")   { $1 = ""; types = $0 }
-            if (tolower($1) == "enabled:") { enabled = (tolower($2) != "no") }
-            next
-        }
-        FILENAME !~ /\.sources$/ && $1 == "deb" {
-            i = 2
-            if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-            if ($(i + 1) == want) { print $i; found = 1; exit }
-        }
-        ENDFILE { if (FILENAME ~ /\.sources$/) flush() }
-    ' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+            BEGIN { enabled = 1 }
+            /^[ \t]*$/ { flush(); next }
+            /^[ \t]*#/ { next }
+            tolower($1) == "uris:"    { $1 = ""; uris = $0; sub(/^[ \t]+/, "", uris) }
+            tolower($1) == "suites:"  { $1 = ""; suites = $0; sub(/^[ \t]+/, "", suites) }
+            tolower($1) == "types:"   { $1 = ""; types = $0 }
+            tolower($1) == "enabled:" { enabled = (tolower($2) != "no") }
+            END { flush() }
+        ' "$f")
+        [ -n "$m" ] && break
+    done
+    if [ -z "$m" ]; then
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            m=$(awk -v want="$codename" '
+                $1 == "deb" && !found {
+                    i = 2
+                    if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                    if ($(i + 1) == want) { print $i; found = 1 }
+                }
+            ' "$f")
+            [ -n "$m" ] && break
+        done
+    fi
     [ -n "$m" ] || { echo "matrix: no apt source for '$codename' in /etc/apt" >&2; return 1; }
     echo "${m%/}"
 }
@@ -204,6 +213,16 @@ run_rootfs() {
         make -C /build/oauth_tokens test "${args[@]}" {lock}>&- {own}>&- &
     child=$!
     wait "$child" || status=$?
+    if [ $status -ne 0 ]; then
+        # the root goes with the run: keep the failed run's logs on the host
+        local keep w
+        keep=$(mktemp -d "/tmp/oauth_tokens_pg$major.failed.XXXXXX")
+        for w in "$r"/tmp/oauth_tokens_test.*; do
+            [ -d "$w" ] && rsync -a --prune-empty-dirs --include='*/' --include='*.log' \
+                --include='regress_log_*' --include='regression.*' --exclude='*' "$w"/ "$keep"/
+        done
+        echo "matrix: PostgreSQL $major failed; its logs are in $keep"
+    fi
     cleanup_run
     exec {lock}>&- {own}>&-
     return $status
@@ -259,6 +278,7 @@ main() {
     fi
     logs=$(mktemp -d /tmp/oauth_tokens_matrix.XXXXXX)
     PIDS=()
+    declare -gA MAJOR_OF=()
     # a signal to the matrix goes on to every major being run; a root
     # filesystem's run cleans up after itself before its wrapper ends
     trap 'for p in "${PIDS[@]}"; do kill_below "$p"; done; wait; rm -rf "$logs"; exit 130' INT
@@ -278,8 +298,22 @@ main() {
             echo "$rc $(($(date +%s) - t0))" > "$logs/pg$major.end"
         ) &
         PIDS+=($!)
+        MAJOR_OF[$!]=$major
         exec {out}>&-
         [ $parallel = 1 ] || wait $! || true
+    done
+    # say when each ends, as it ends
+    local left=("${PIDS[@]}") done_pid st p
+    while [ $parallel = 1 ] && [ ${#left[@]} -gt 0 ]; do
+        done_pid=
+        wait -n -p done_pid "${left[@]}" || true
+        [ -n "$done_pid" ] || break
+        for p in "${!left[@]}"; do
+            [ "${left[p]}" = "$done_pid" ] && unset 'left[p]'
+        done
+        left=("${left[@]}")
+        read -r st _ < "$logs/pg${MAJOR_OF[$done_pid]}.end" 2>/dev/null || st=1
+        echo "==== PostgreSQL ${MAJOR_OF[$done_pid]}: $([ "$st" = 0 ] && echo passed || echo FAILED) ===="
     done
     wait || true
 

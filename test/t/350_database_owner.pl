@@ -5,8 +5,8 @@
 # integer), gen_random_uuid(), pg_notify(text, text), =(uuid, uuid),
 # =(text, text).  Every session (and the worker) then starts with that path.
 # The extension is driven as a superuser that inherits it: no trap may run
-# and the owner gains nothing, in sessions and in the worker (which pins
-# its search_path, issue 8 item 7).
+# and the owner gains nothing, in sessions and in the worker (which pins its
+# search_path, issue 8 item 7).
 use strict;
 use warnings;
 
@@ -97,6 +97,7 @@ my $canary = "SET search_path = pg_catalog; SELECT coalesce(string_agg(DISTINCT 
 is(lc_sql($node, $canary . "backend IS DISTINCT FROM 'oauth_tokens worker'"), '',
 	'no trap ran in a session');
 {
+	# (was TODO until the durable branch pinned the worker's search_path)
 	is(lc_sql($node, $canary . "backend = 'oauth_tokens worker'"), '', 'no trap ran in the worker');
 	is(lc_sql($node, "SET search_path = pg_catalog; SELECT rolsuper FROM pg_roles WHERE rolname = 'dbo'"), 'f',
 		'the database owner did not become superuser');
