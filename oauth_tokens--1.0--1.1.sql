@@ -704,14 +704,9 @@ CREATE TABLE oauth.pending_answers (
 CREATE INDEX pending_answers_connection_idx ON oauth.pending_answers (connection_id);
 REVOKE ALL ON oauth.pending_answers FROM PUBLIC;
 REVOKE ALL ON SEQUENCE oauth.pending_answers_id_seq FROM PUBLIC;
--- answers not yet applied are users' data: a dump keeps them (they are replayed on start)
+-- answers not yet applied are part of a backup: pg_dump keeps them
 SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers', '');
 SELECT pg_catalog.pg_extension_config_dump('oauth.pending_answers_id_seq', '');
-
--- The sweep's list is read by the worker and by refresh_due() in the
--- caller's session: it must not resolve anything through the caller's
--- search_path (a planted public.now() would run with the caller's rights).
-ALTER FUNCTION oauth._due_connections(int) SET search_path = pg_catalog, pg_temp;
 
 -- register_provider gains rotation_grace (last parameter, DEFAULT NULL)
 DROP FUNCTION oauth.register_provider(text, text, text, text, text, text, interval, interval,
