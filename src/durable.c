@@ -546,29 +546,36 @@ answers_retry_lost(Job *job)
  * Callers stop waiting after oauth.http_timeout: for each call in flight
  * that long whose waiters were not told, record a transient failure and
  * give it to them; the call goes on up to oauth.answer_timeout.  Outside
- * any batch.
+ * any batch.  Returns the milliseconds until the next call in flight
+ * reaches oauth.http_timeout (the loop's wait ends then), or -1 if none.
  */
-void
+long
 answers_release_waiters(void)
 {
 	List	   *running;
 	List	   *late = NIL;
 	ListCell   *lc;
+	long		next = -1;
 
 	if (oauth_answer_timeout_ms <= oauth_http_timeout_ms)
-		return;					/* the call itself ends at http_timeout */
+		return -1;				/* the call itself ends at http_timeout */
 	running = queue_running_jobs();
 	foreach(lc, running)
 	{
 		Job		   *job = lfirst(lc);
+		long		elapsed;
 
-		if (!job->notified && !job->released && job->call &&
-			http_elapsed_ms(job->call) >= oauth_http_timeout_ms)
+		if (job->notified || job->released || job->call == NULL)
+			continue;
+		elapsed = http_elapsed_ms(job->call);
+		if (elapsed >= oauth_http_timeout_ms)
 			late = lappend(late, job);
+		else if (next < 0 || oauth_http_timeout_ms - elapsed < next)
+			next = oauth_http_timeout_ms - elapsed;
 	}
 	list_free(running);
 	if (late == NIL)
-		return;
+		return next;
 	begin_work("oauth_tokens: telling callers a refresh still waits for its answer");
 	foreach(lc, late)
 	{
@@ -588,6 +595,7 @@ answers_release_waiters(void)
 		job->state = RJ_SENDING;	/* its entry is DONE; the call goes on */
 	}
 	list_free(late);
+	return next;
 }
 
 /* ---- tenants ----------------------------------------------------------------- */

@@ -202,6 +202,7 @@ oauth_worker_main(Datum arg)
 	{
 		uint32		ev = 0;
 		long		timeout;
+		long		release_in;
 		TimestampTz now;
 
 		MemoryContextReset(loop_cxt);
@@ -265,7 +266,7 @@ oauth_worker_main(Datum arg)
 			}
 		}
 		jobs_retry_writes();
-		answers_release_waiters();
+		release_in = answers_release_waiters();
 		queue_start_jobs();
 		/* jobs that finished without HTTP were published by queue_start_jobs */
 
@@ -285,8 +286,8 @@ oauth_worker_main(Datum arg)
 		if (next_prune <= now)
 			timeout = 0;
 		/* callers of a call in flight are told at oauth.http_timeout */
-		if (n_running > 0 && oauth_answer_timeout_ms > oauth_http_timeout_ms)
-			timeout = Min(timeout, 100);
+		if (release_in >= 0)
+			timeout = Min(timeout, release_in);
 		{
 			/* the worker's table statistics reach pg_stat_user_tables */
 			long		stats = pgstat_report_stat(false);

@@ -144,7 +144,7 @@ extern void answers_record(List *jobs);
 extern void answers_forget(Job *job);
 extern void answers_replay(void);
 extern bool answers_retry_lost(Job *job);
-extern void answers_release_waiters(void);
+extern long answers_release_waiters(void);
 extern bool answers_tenant_failure(Job *job);
 extern long answers_next_wait_ms(void);
 
