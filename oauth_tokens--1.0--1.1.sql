@@ -920,3 +920,137 @@ REVOKE ALL ON FUNCTION oauth.register_provider(text, text, text, text, text, tex
 REVOKE ALL ON FUNCTION oauth._rotate_connections(int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION oauth.rotate_key() FROM PUBLIC;
 -- ---- end of issue 8, part 2 (durable)
+
+-- ---- issue 8, part 1 (grant): one mechanism stores a grant ------------------
+-- oauth._store_answer writes what a token answer stores, for the worker's
+-- refreshes and for exchange_code / client_credentials (via _store_grant).
+-- Internal: the one writer of what a token answer stores in a connection,
+-- for the worker's refreshes (src/finish.c) and for exchange_code and
+-- client_credentials (oauth._store_grant) alike, so the two cannot drift:
+--   * the sealed access token; the refresh token the answer sent, else the
+--     stored one; never one for a client-credentials grant;
+--   * the answer's scope, else the stored one (a new grant: the requested);
+--   * expires_at counted from p_answered_at, when the answer arrived (else
+--     the provider's default_lifetime); refresh_token_expires_at from the
+--     answer, else the stored one (a new grant: none);
+--   * the answer's kept non-secret fields merged into metadata;
+--   * refreshed_at, refresh_after, failure_count and next_attempt_at reset;
+--     a new grant (p_new_grant) also clears reauth_required_at/revoked_at.
+-- A refresh (p_new_grant false) applies only to a live connection at
+-- p_version; returns false, storing nothing, when the row moved on.  The
+-- row lock is taken here, under the caller's lock_timeout.
+CREATE FUNCTION oauth._store_answer(p_id uuid, p_version bigint, p_answered_at timestamptz,
+                                    p_access bytea, p_refresh bytea, p_expires_in bigint,
+                                    p_rt_expires_in bigint, p_scope text, p_metadata jsonb,
+                                    p_new_grant boolean, p_requested_scope text[] DEFAULT NULL,
+                                    p_grant_type text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    p oauth.providers;
+    v_grant_type text;
+    v_rt bytea;
+    v_exp timestamptz;
+    v_rt_exp timestamptz;
+    v_scope text[];
+BEGIN
+    SELECT * INTO c FROM oauth.connections cn
+     WHERE cn.id = p_id
+       AND (p_version IS NULL OR cn.version = p_version)
+       AND (p_new_grant OR (cn.revoked_at IS NULL AND cn.reauth_required_at IS NULL))
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    v_grant_type := coalesce(p_grant_type, c.grant_type);
+    v_rt := CASE WHEN v_grant_type = 'client_credentials' THEN NULL
+                 ELSE coalesce(p_refresh, c.refresh_token_ciphertext) END;
+    v_exp := p_answered_at + CASE WHEN p_expires_in IS NOT NULL
+                                  THEN make_interval(secs => p_expires_in::float8)
+                                  ELSE p.default_lifetime END;
+    v_rt_exp := CASE WHEN p_rt_expires_in IS NOT NULL
+                     THEN p_answered_at + make_interval(secs => p_rt_expires_in::float8)
+                     WHEN p_new_grant THEN NULL
+                     ELSE c.refresh_token_expires_at END;
+    v_scope := CASE WHEN p_scope IS NOT NULL AND p_scope <> ''
+                    THEN regexp_split_to_array(btrim(p_scope), '[ ,]+')
+                    WHEN p_new_grant THEN coalesce(p_requested_scope, '{}')
+                    ELSE c.scope END;
+    UPDATE oauth.connections cn SET
+        grant_type = v_grant_type,
+        access_token_ciphertext = p_access,
+        refresh_token_ciphertext = v_rt,
+        scope = v_scope,
+        expires_at = v_exp,
+        refresh_token_expires_at = v_rt_exp,
+        metadata = c.metadata || coalesce(p_metadata, '{}'),
+        refreshed_at = p_answered_at,
+        refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl,
+                                             v_rt_exp, p_answered_at, v_rt IS NOT NULL, true),
+        failure_count = 0, next_attempt_at = NULL, last_refresh_error = NULL,
+        reauth_required_at = NULL, revoked_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE cn.id = p_id;
+    RETURN true;
+END $$;
+
+-- Internal: store a token answer as a connection (new, or an existing one of
+-- the same account re-authorized).  Returns the id.  The insert comes first,
+-- with ON CONFLICT DO NOTHING: of two concurrent exchanges for the same
+-- account, the second waits for the first, then updates the row it made,
+-- so a redeemed code never ends in a unique violation.  What the grant
+-- stores is written by oauth._store_answer, as for a refresh.
+CREATE OR REPLACE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
+                                   p_grant_type text, r record, p_scope text[], p_metadata jsonb)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    -- called as soon as the provider's answer is in: its expiry counts from here
+    p_answered_at timestamptz := clock_timestamp();
+    c oauth.connections;
+    v_id uuid := gen_random_uuid();
+    v_new uuid;
+    v_at bytea;
+BEGIN
+    v_at := oauth._seal(r.access_token, 'connection/' || v_id || '/access');
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id, grant_type,
+        access_token_ciphertext, metadata)
+    VALUES (v_id, p_workspace, p_provider, p_account, p_grant_type, v_at, p_metadata)
+    ON CONFLICT (workspace_id, provider, provider_account_id) DO NOTHING
+    RETURNING id INTO v_new;
+    IF v_new IS NULL THEN
+        SELECT * INTO c FROM oauth.connections
+         WHERE workspace_id = p_workspace AND provider = p_provider AND provider_account_id = p_account
+           FOR UPDATE;
+        IF NOT FOUND THEN
+            -- only in REPEATABLE READ or SERIALIZABLE, against a row committed meanwhile
+            RAISE EXCEPTION 'could not store the grant: a concurrent call stored this account''s connection'
+                USING ERRCODE = 'serialization_failure',
+                      HINT = 'Call exchange_code in a READ COMMITTED transaction.';
+        END IF;
+        v_id := c.id;
+        v_at := oauth._seal(r.access_token, 'connection/' || v_id || '/access');
+    END IF;
+    PERFORM oauth._store_answer(v_id, NULL, p_answered_at, v_at,
+        CASE WHEN r.refresh_token IS NOT NULL
+             THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh') END,
+        r.expires_in, r.rt_expires_in, r.scope,
+        CASE WHEN v_new IS NULL THEN p_metadata ELSE '{}' END || coalesce(r.metadata, '{}'),
+        true, coalesce(p_scope, '{}'), p_grant_type);
+    IF v_new IS NOT NULL THEN
+        PERFORM oauth._event('created', p_workspace, v_id, p_provider,
+            jsonb_build_object('grant_type', p_grant_type, 'provider_account_id', p_account,
+                               'has_refresh_token', r.refresh_token IS NOT NULL));
+        RETURN v_id;
+    END IF;
+    PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
+                         jsonb_build_object('grant_type', p_grant_type));
+    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
+        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
+    RETURN v_id;
+END $$;
+
+REVOKE ALL ON FUNCTION oauth._store_answer(uuid, bigint, timestamptz, bytea, bytea, bigint, bigint,
+    text, jsonb, boolean, text[], text) FROM PUBLIC;
+-- ---- end of issue 8, part 1 (grant)

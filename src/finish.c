@@ -14,6 +14,12 @@
  *	  from when the answer arrived, the event; or the failure, its back-off
  *	  and event; or the dead grant; or the provider's pause.  Every write is
  *	  version-checked: a stale result never overwrites a newer one.
+ *	- What a token answer stores (tokens, scope, expiries, metadata,
+ *	  refresh_after, the reset failure state) is computed and written by
+ *	  oauth._store_answer (src/sql/20_lifecycle.sql), the same function
+ *	  exchange_code and client_credentials store their grant with: the two
+ *	  paths cannot drift.  Here it is called with the job's version, so it
+ *	  applies only to a live connection nobody changed meanwhile.
  *	- Row locks are waited for briefly (lock_timeout, batch.c).  An answer
  *	  with tokens is recorded in oauth.pending_answers before it is applied
  *	  (durable.c, answers_record); whatever stops the apply (a locked row,
@@ -52,6 +58,36 @@
 #include "worker.h"
 
 
+/*
+ * 1.0's store of a refresh answer, for a 1.0 schema only (see
+ * prepare_plans); oauth._store_answer replaces it from 1.1 on.  Returns
+ * whether the row was updated, as oauth._store_answer does.
+ */
+#define STORE_ANSWER_1_0 \
+	"WITH u AS (UPDATE oauth.connections c SET " \
+	"  access_token_ciphertext = $2, " \
+	"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), " \
+	"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) " \
+	"                    ELSE $9 + p.default_lifetime END, " \
+	"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) " \
+	"                    ELSE c.refresh_token_expires_at END, " \
+	"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope " \
+	"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, " \
+	"  metadata = c.metadata || $7, " \
+	"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, " \
+	"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), " \
+	"  refresh_after = oauth._refresh_after(" \
+	"      CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) " \
+	"           ELSE $9 + p.default_lifetime END, " \
+	"      p.refresh_buffer, p.refresh_token_idle_ttl, " \
+	"      CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) " \
+	"           ELSE c.refresh_token_expires_at END, " \
+	"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) " \
+	"  FROM oauth.providers p " \
+	" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 " \
+	"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL " \
+	"RETURNING 1) SELECT EXISTS (SELECT 1 FROM u)"
+
 static SPIPlanPtr plan_success = NULL;
 static SPIPlanPtr plan_transient = NULL;
 static SPIPlanPtr plan_reauth = NULL;
@@ -63,30 +99,15 @@ prepare_plans(void)
 {
 	if (plan_pause)
 		return;
-	plan_success = prepare_saved(
-		"UPDATE oauth.connections c SET "
-		"  access_token_ciphertext = $2, "
-		"  refresh_token_ciphertext = coalesce($3, c.refresh_token_ciphertext), "
-		"  expires_at = CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
-		"                    ELSE $9 + p.default_lifetime END, "
-		"  refresh_token_expires_at = CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
-		"                    ELSE c.refresh_token_expires_at END, "
-		"  scope = CASE WHEN $6 IS NULL OR $6 = '' THEN c.scope "
-		"               ELSE regexp_split_to_array(trim($6), '[ ,]+') END, "
-		"  metadata = c.metadata || $7, "
-		"  refreshed_at = $9, failure_count = 0, next_attempt_at = NULL, "
-		"  last_refresh_error = NULL, version = c.version + 1, updated_at = now(), "
-		"  refresh_after = oauth._refresh_after("
-		"      CASE WHEN $4 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $4::pg_catalog.float8) "
-		"           ELSE $9 + p.default_lifetime END, "
-		"      p.refresh_buffer, p.refresh_token_idle_ttl, "
-		"      CASE WHEN $5 IS NOT NULL THEN $9 + pg_catalog.make_interval(secs => $5::pg_catalog.float8) "
-		"           ELSE c.refresh_token_expires_at END, "
-		"      $9, coalesce($3, c.refresh_token_ciphertext) IS NOT NULL, true) "
-		"  FROM oauth.providers p "
-		" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 "
-		"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.expires_at",
+	/*
+	 * What a grant stores is written by one function, for every path.  A
+	 * 1.0 schema (the new library before ALTER EXTENSION UPDATE) has no
+	 * such function: there the answer is stored as 1.0 stored it, until
+	 * the worker notices the update (job_plans_reset).
+	 */
+	plan_success = prepare_saved(answers_durable_schema ?
+		"SELECT oauth._store_answer($1, $8, $9, $2, $3, $4, $5, $6, $7, false)" :
+		STORE_ANSWER_1_0,
 		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
 	/*
 	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
@@ -177,9 +198,16 @@ finish_job(Job *job)
 		v[8] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
 		/* the answer's tokens stay in job->ans until publish(): a write that
 		 * meets a locked row is retried with them */
-		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not store refreshed token");
-		stored = SPI_processed > 0;
+		{
+			bool		isnull;
+
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull);
+
+			stored = !isnull && DatumGetBool(d);
+		}
 		/* applied (or superseded): the recorded answer goes, atomically */
 		answers_forget(job);
 		if (!stored)

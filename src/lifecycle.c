@@ -7,7 +7,9 @@
  * These are one-off administrative calls, so they run in the session that
  * asks (through the same http.c rules, auth methods and answer classes as
  * the worker's refreshes) and their results are written by the SQL
- * functions in the caller's transaction.  Refreshes never come here.
+ * functions in the caller's transaction, through oauth._store_answer: the
+ * one writer of what a grant stores, which the worker's refreshes use too
+ * (src/finish.c).  Refreshes never come here.
  *
  * Authorization codes are single use: oauth._claim_code() records the
  * code's SHA-256 in shared memory before the code is sent, so a call retried
