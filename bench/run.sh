@@ -809,6 +809,8 @@ rotate_add_key() {  # put a new key on the first line of the key ring
     q "SELECT oauth._reload_keys()" >/dev/null
 }
 part7() {
+# part 4's million rows hold no real ciphertext (rotate_key would refuse them)
+q "DELETE FROM oauth.connections WHERE provider_account_id LIKE 'big-acct-%'" >/dev/null
 log "part 7: inserting $ROTATE_N connections to re-encrypt"
 ctl post "$PURL/_control/reset" '{}'
 ctl post "$PURL/_control/default" "{\"latency_ms\": $PROVIDER_LATENCY_MS}"
