@@ -480,16 +480,7 @@ answers_next_wait_ms(void)
 bool
 jobs_write_pending_for(const pg_uuid_t *id)
 {
-	dlist_iter	it;
-
-	dlist_foreach(it, &pending_writes)
-	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-
-		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
-			return true;
-	}
-	return queue_is_running(id);
+	return job_in_list(&pending_writes, id) || queue_is_running(id);
 }
 
 /* Is any answer kept, waiting for its row? */

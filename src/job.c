@@ -121,6 +121,22 @@ prepare_plans(void)
 		2, (Oid[]) {UUIDOID, INT8OID});
 }
 
+/* Is a job for connection id in list (one of the worker's own lists)? */
+bool
+job_in_list(dlist_head *list, const pg_uuid_t *id)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, list)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+
+		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	}
+	return false;
+}
+
 /*
  * A new job for the request in entry e (id), in its own memory context.
  * Caller holds oauth_shared->lock and moves the entry to RUNNING.

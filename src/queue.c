@@ -245,16 +245,7 @@ queue_requeue(Job *job)
 bool
 queue_is_running(const pg_uuid_t *id)
 {
-	dlist_iter	it;
-
-	dlist_foreach(it, &running)
-	{
-		Job		   *j = dlist_container(Job, node, it.cur);
-
-		if (memcmp(&j->id, id, sizeof(pg_uuid_t)) == 0)
-			return true;
-	}
-	return false;
+	return job_in_list(&running, id);
 }
 
 /* The jobs in curl now, as a list in the current memory context. */

@@ -116,6 +116,7 @@ extern List *queue_running_jobs(void);
 
 /* job.c */
 extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
+extern bool job_in_list(dlist_head *list, const pg_uuid_t *id);
 extern void job_set_state(Job *job, RefreshJobState state);
 extern void job_prepare(Job *job);
 extern void job_mark_rejected(Job *job);

@@ -36,10 +36,13 @@ use JSON::PP ();
 use MIME::Base64 qw(encode_base64 encode_base64url);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use POSIX ();
 use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(lc_node lc_sql lc_try lc_conn lc_json lc_events lc_poll
-  lc_closed_port lc_pkce_challenge lc_quote);
+  lc_closed_port lc_pkce_challenge lc_quote lc_hostile_provider);
 
 =pod
 
@@ -218,6 +221,32 @@ sub lc_quote
 	my ($s) = @_;
 	$s =~ s/'/''/g;
 	return "'$s'";
+}
+
+
+# Start test/hostile_provider.py on 127.0.0.1 (any free port); it is stopped
+# when the test exits.  Returns its directory (port.log there lists the
+# requests that arrived) and its port.
+my @hostile_pids;
+END { kill('TERM', $_) for @hostile_pids; }
+
+sub lc_hostile_provider
+{
+	my $dir = tempdir('hostile_XXXXXX', TMPDIR => 1, CLEANUP => 1);
+	my $script = dirname(__FILE__) . '/hostile_provider.py';
+	my $pid = fork();
+	croak "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>&', \*STDERR);
+		exec('python3', $script, '--port-file', "$dir/port") or POSIX::_exit(127);
+	}
+	push @hostile_pids, $pid;
+	for (1 .. 200) { last if -e "$dir/port"; usleep(50_000); }
+	my $port = slurp_file("$dir/port");
+	chomp $port;
+	return ($dir, $port);
 }
 
 1;

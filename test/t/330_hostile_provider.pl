@@ -8,32 +8,16 @@
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
 use FindBin;
 use lib "$FindBin::RealBin/..";
 use OAuthLifecycleUtil;
 use OAuthProvider;
 use OAuthTestUtil qw(oauth_worker_pid);
-use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 # the hostile endpoint
-my $dir = tempdir('hostile_XXXXXX', TMPDIR => 1, CLEANUP => 1);
-my $pid = fork();
-die "fork: $!" unless defined $pid;
-if ($pid == 0)
-{
-	open(STDIN, '<', '/dev/null');
-	open(STDOUT, '>&', \*STDERR);
-	exec('python3', "$FindBin::RealBin/../hostile_provider.py", '--port-file', "$dir/port")
-	  or POSIX::_exit(127);
-}
-END { kill('TERM', $pid) if $pid; }
-for (1 .. 200) { last if -e "$dir/port"; usleep(50_000); }
-my $port = slurp_file("$dir/port");
-chomp $port;
+my ($dir, $port) = lc_hostile_provider();
 sub arrived { return grep { length } split /\n/, slurp_file("$dir/port.log") }
 
 my $node = lc_node('hostile', conf => "log_min_messages = debug5\nlog_statement = none\n");

@@ -10,30 +10,15 @@
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
 use FindBin;
 use lib "$FindBin::RealBin/..";
 use OAuthLifecycleUtil;
 use OAuthTestUtil qw(oauth_session);
-use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
-my $dir = tempdir('hostile_XXXXXX', TMPDIR => 1, CLEANUP => 1);
-my $pid = fork();
-die "fork: $!" unless defined $pid;
-if ($pid == 0)
-{
-	open(STDIN, '<', '/dev/null');
-	open(STDOUT, '>&', \*STDERR);
-	exec('python3', "$FindBin::RealBin/../hostile_provider.py", '--port-file', "$dir/port")
-	  or POSIX::_exit(127);
-}
-END { kill('TERM', $pid) if $pid; }
-for (1 .. 200) { last if -e "$dir/port"; usleep(50_000); }
-my $port = slurp_file("$dir/port");
-chomp $port;
+my ($dir, $port) = lc_hostile_provider();
 my $base = "http://127.0.0.1:$port";
 
 my $tag = lc(unpack('H*', pack('N', int(rand(2**32)))));
