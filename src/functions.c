@@ -394,7 +394,7 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 	ConnSnapshot snap;
 	WaitResult	res;
 	bool		refreshed = false;
-	TimestampTz call_start = GetCurrentTimestamp();
+	TimestampTz call_start = 0;	/* the first attempt's clock reading */
 
 	REQUIRE_ARG(0, "workspace_id");
 	REQUIRE_ARG(1, "connection_id");
@@ -431,6 +431,8 @@ oauth_valid_token(PG_FUNCTION_ARGS)
 			report_reauth(snap.last_error);
 
 		now = GetCurrentTimestamp();
+		if (attempt == 0)
+			call_start = now;
 		if (!snap.has_expires ||
 			snap.expires_at - now >= validity_wanted(&snap, min_validity) ||
 			(snap.expires_at > now &&
