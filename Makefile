@@ -60,7 +60,7 @@ else
 endif
 
 test-all:
-	bash scripts/matrix.sh all
+	bash scripts/test-all.sh
 
 demo:
 	bash scripts/demo.sh
