@@ -31,6 +31,7 @@
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "stats.h"
+#include "tenant.h"
 
 OAUTH_MODULE_MAGIC;
 
@@ -97,6 +98,11 @@ _PG_init(void)
 							"A cached token is served only while the stored ciphertext is byte for byte the one it came from.",
 							&oauth_decrypt_cache_size, 4096, 0, 1048576,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("oauth.require_workspace",
+							 "Sessions must bind a workspace (oauth.bind_workspace) before they read or report tokens.",
+							 "Set it per role, as a superuser: ALTER ROLE app SET oauth.require_workspace = on.",
+							 &oauth_require_workspace, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	/* a postmaster setting can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomStringVariable("oauth.database",
