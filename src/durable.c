@@ -29,11 +29,12 @@
  *	  retry, or to the next attempt after an unanswered one, is reported as
  *	  "answer_lost: <code>", not as a revoked grant (finish_job).
  *	- Tenants.  invalid_client, unauthorized_client or a 401 from a token URL
- *	  filled from the connection's metadata fails that connection only
- *	  ("tenant_rejected: <code>", reauth_required); the provider is paused
- *	  only when the URL is not templated, or when the same answer comes for
- *	  TENANT_EVIDENCE workspaces within TENANT_WINDOW_S (its client
- *	  configuration is wrong, not one tenant's).
+ *	  filled from the connection's metadata (any placeholder, host or path)
+ *	  fails that connection only ("tenant_rejected: <code>",
+ *	  reauth_required).  Such answers never count toward pausing the
+ *	  provider, however many workspaces get them: the metadata, and so the
+ *	  endpoint that answers, is the tenant's to choose, and no tenant may
+ *	  stop the provider for the others.  Only an untemplated URL pauses it.
  *
  * Everything here runs in the worker, between its batches or inside them
  * as the comments say.  On a 1.0 schema (the new library before ALTER
@@ -64,9 +65,7 @@
 #include "store.h"
 #include "worker.h"
 
-#define TENANT_EVIDENCE 3		/* workspaces with the same answer: pause */
-#define TENANT_WINDOW_S 600
-#define TENANT_SLOTS 64
+#define LOST_RESENDS_MAX 3		/* the worker's own at-once re-sends per job */
 
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_forget = NULL;
@@ -504,18 +503,24 @@ jobs_kept(void)
 /* ---- answers that never came ---------------------------------------------- */
 
 /*
- * A call is over.  If it was sent and never answered, and the provider's
- * rotation grace still covers the token it carried, send it again at once
- * (the job goes back to the head of the queue) and return true.
+ * A call is over.  If its last request may have been processed and got no
+ * answer, and the provider's rotation grace still covers the token it
+ * carried, send it again at once (the job goes back to the head of the
+ * queue) and return true.  Who sent that last request does not matter:
+ * libcurl re-sends by itself on a fresh connection when a reused one gave
+ * nothing back, and the answer to that re-send can be lost as well.  The
+ * grace is counted from the job's first send (the provider rotated after
+ * it), and the worker re-sends at most LOST_RESENDS_MAX times.
  */
 bool
 answers_retry_lost(Job *job)
 {
 	int64		elapsed_ms;
 
-	if (!job->ans.no_answer || job->lost_retry || job->rotation_grace_ms <= 0)
+	if (!job->ans.no_answer || job->rotation_grace_ms <= 0 ||
+		job->lost_resends >= LOST_RESENDS_MAX)
 		return false;
-	elapsed_ms = (GetCurrentTimestamp() - job->started) / 1000;
+	elapsed_ms = (GetCurrentTimestamp() - job->first_sent) / 1000;
 	if (elapsed_ms >= job->rotation_grace_ms)
 		return false;
 	ereport(LOG,
@@ -528,6 +533,7 @@ answers_retry_lost(Job *job)
 	}
 	memset(&job->ans, 0, sizeof(job->ans));
 	job->lost_retry = true;
+	job->lost_resends++;
 	job->flags &= ~REQ_REJECTED;	/* marked once already */
 	queue_requeue(job);
 	return true;
@@ -591,83 +597,21 @@ answers_release_waiters(void)
 
 /* ---- tenants ----------------------------------------------------------------- */
 
-typedef struct TenantStrike
-{
-	char		provider[NAMEDATALEN + 64];	/* provider and the answer */
-	char		workspace[128];
-	TimestampTz at;
-} TenantStrike;
-
-static TenantStrike strikes[TENANT_SLOTS];
-static int	strike_next = 0;
-
 /*
- * Remember that a workspace got an answer (provider + answer as one key);
- * how many workspaces got it lately?
- */
-static int
-strike(const char *provider, const char *workspace)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz since = now - (TimestampTz) TENANT_WINDOW_S * USECS_PER_SEC;
-	char		seen[TENANT_SLOTS][128];
-	int			nseen = 0;
-	bool		known = false;
-
-	for (int i = 0; i < TENANT_SLOTS; i++)
-		if (strikes[i].at >= since && strcmp(strikes[i].provider, provider) == 0 &&
-			strncmp(strikes[i].workspace, workspace, sizeof(strikes[i].workspace) - 1) == 0)
-		{
-			strikes[i].at = now;
-			known = true;
-		}
-	if (!known)
-	{
-		TenantStrike *s = &strikes[strike_next++ % TENANT_SLOTS];
-
-		strlcpy(s->provider, provider, sizeof(s->provider));
-		strlcpy(s->workspace, workspace, sizeof(s->workspace));
-		s->at = now;
-	}
-	for (int i = 0; i < TENANT_SLOTS; i++)
-	{
-		bool		dup = false;
-
-		if (strikes[i].at < since || strikes[i].at == 0 ||
-			strcmp(strikes[i].provider, provider) != 0)
-			continue;
-		for (int k = 0; k < nseen && !dup; k++)
-			dup = strcmp(seen[k], strikes[i].workspace) == 0;
-		if (!dup)
-			strlcpy(seen[nseen++], strikes[i].workspace, sizeof(seen[0]));
-	}
-	return nseen;
-}
-
-/*
- * A provider-class answer (invalid_client, unauthorized_client, a bare 401):
- * from a token URL filled by this connection's metadata it concerns this
- * connection only, unless several workspaces got it.  Turns job->ans into
- * this connection's failure and returns true, or leaves it (pause the
- * provider) and returns false.
+ * A provider-class answer (invalid_client, unauthorized_client, a bare 401)
+ * from a token URL filled by this connection's metadata concerns this
+ * connection only: turns job->ans into this connection's failure and returns
+ * true.  From an untemplated URL it leaves it (pause the provider) and
+ * returns false.  No count across workspaces: the tenant chooses what its
+ * URL reaches, so any number of its workspaces is still one party.
  */
 bool
 answers_tenant_failure(Job *job)
 {
 	TokenAnswer *a = &job->ans;
-	int			n;
 
-	if (!job->templated_url || job->provider == NULL)
+	if (!job->templated_url)
 		return false;
-	/* the same answer: the same provider, error code and HTTP status */
-	n = strike(psprintf("%s/%s/%ld", job->provider, a->error_code ? a->error_code : "",
-						a->http_status),
-			   job->workspace_id ? job->workspace_id : "");
-	if (n >= TENANT_EVIDENCE)
-	{
-		a->message = psprintf("%s (the same answer for %d workspaces)", a->message, n);
-		return false;
-	}
 	a->klass = RO_REAUTH;
 	a->tenant_failure = true;
 	if (a->error_code == NULL)

@@ -456,7 +456,11 @@ jobs_collect_finished(void)
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		queue_left_running(job);
-		/* libcurl sent it again after a reused connection gave nothing back */
+		/*
+		 * libcurl sent it again after a reused connection gave nothing
+		 * back: a recovery, but not the worker's at-once retry, which
+		 * answers_retry_lost still owes if that re-send went unanswered.
+		 */
 		if (call->sends > 1)
 			job->lost_retry = true;
 		/* sent, never answered, inside the rotation grace: at once again */

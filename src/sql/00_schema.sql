@@ -84,7 +84,7 @@ CREATE TABLE oauth.events (
                       'created', 'refreshed', 'refresh_failed', 'reauth_required',
                       'reauthorized', 'revoked', 'deleted', 'token_rejected',
                       'provider_registered', 'key_rotated',
-                      'copy_adopted')),
+                      'copy_adopted', 'provider_changed')),
     detail        jsonb NOT NULL DEFAULT '{}'
 );
 CREATE INDEX events_at_idx ON oauth.events (at);
