@@ -65,6 +65,8 @@
 #include "store.h"
 #include "worker.h"
 
+#define LOST_RESENDS_MAX 3		/* the worker's own at-once re-sends per job */
+
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_forget = NULL;
 
@@ -501,18 +503,24 @@ jobs_kept(void)
 /* ---- answers that never came ---------------------------------------------- */
 
 /*
- * A call is over.  If it was sent and never answered, and the provider's
- * rotation grace still covers the token it carried, send it again at once
- * (the job goes back to the head of the queue) and return true.
+ * A call is over.  If its last request may have been processed and got no
+ * answer, and the provider's rotation grace still covers the token it
+ * carried, send it again at once (the job goes back to the head of the
+ * queue) and return true.  Who sent that last request does not matter:
+ * libcurl re-sends by itself on a fresh connection when a reused one gave
+ * nothing back, and the answer to that re-send can be lost as well.  The
+ * grace is counted from the job's first send (the provider rotated after
+ * it), and the worker re-sends at most LOST_RESENDS_MAX times.
  */
 bool
 answers_retry_lost(Job *job)
 {
 	int64		elapsed_ms;
 
-	if (!job->ans.no_answer || job->lost_retry || job->rotation_grace_ms <= 0)
+	if (!job->ans.no_answer || job->rotation_grace_ms <= 0 ||
+		job->lost_resends >= LOST_RESENDS_MAX)
 		return false;
-	elapsed_ms = (GetCurrentTimestamp() - job->started) / 1000;
+	elapsed_ms = (GetCurrentTimestamp() - job->first_sent) / 1000;
 	if (elapsed_ms >= job->rotation_grace_ms)
 		return false;
 	ereport(LOG,
@@ -525,6 +533,7 @@ answers_retry_lost(Job *job)
 	}
 	memset(&job->ans, 0, sizeof(job->ans));
 	job->lost_retry = true;
+	job->lost_resends++;
 	job->flags &= ~REQ_REJECTED;	/* marked once already */
 	queue_requeue(job);
 	return true;

@@ -131,10 +131,7 @@ prepare_plans(void)
 		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
 		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
 		" WHERE c.id = $1 AND c.version = $3 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.workspace_id, c.provider, "
-		"  pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id, "
-		"      'connection_id', c.id, 'provider', c.provider, 'state', 'reauth_required', "
-		"      'error', $2)::text)",
+		"RETURNING c.workspace_id, c.provider",
 		3, (Oid[]) {UUIDOID, TEXTOID, INT8OID});
 	plan_pause = prepare_saved(
 		"UPDATE oauth.providers SET paused_at = now(), pause_reason = $2 WHERE name = $1",
@@ -456,7 +453,11 @@ jobs_collect_finished(void)
 		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		queue_left_running(job);
-		/* libcurl sent it again after a reused connection gave nothing back */
+		/*
+		 * libcurl sent it again after a reused connection gave nothing
+		 * back: a recovery, but not the worker's at-once retry, which
+		 * answers_retry_lost still owes if that re-send went unanswered.
+		 */
 		if (call->sends > 1)
 			job->lost_retry = true;
 		/* sent, never answered, inside the rotation grace: at once again */

@@ -483,6 +483,8 @@ prepare_job(Job *job)
 	if (refresh)
 		explicit_bzero(refresh, strlen(refresh));
 	job->started = GetCurrentTimestamp();
+	if (job->first_sent == 0)
+		job->first_sent = job->started;
 	oauth_stat_add(ST_ATTEMPTED, 1);
 	MemoryContextSwitchTo(old);
 }

@@ -79,7 +79,10 @@ typedef struct Job
 	TimestampTz next_store;		/* when to try applying it again */
 	int64		rotation_grace_ms;	/* provider's window; -1: unknown */
 	bool		after_no_answer;	/* the last attempt was sent, unanswered */
-	bool		lost_retry;		/* this is the at-once retry of a lost answer */
+	bool		lost_retry;		/* a request of this job was sent again after
+								 * no answer came (by libcurl or the worker) */
+	int			lost_resends;	/* the worker's own at-once re-sends */
+	TimestampTz first_sent;		/* when this job first sent its refresh token */
 	bool		released;		/* callers were told after oauth.http_timeout */
 	bool		templated_url;	/* token URL filled from the connection's metadata */
 	/* result: ans in ANSWERED (to store), outcome once stored or DONE */

@@ -43,6 +43,13 @@ Lost answers and rotation (issue 8; see shared/PROVIDERS.md):
   mode drop       the request is read and fully processed (rotating when
                   rotate is on), then the connection is closed without an
                   answer (the client sees "empty reply").
+  mode resent_drop  a keep-alive connection that dies under a re-sent
+                  request: a request on a reused connection is read and the
+                  connection closed without a byte (never processed, as by a
+                  server that timed the idle connection out), so libcurl
+                  sends it again on a fresh connection; there it is processed
+                  (rotating) and its answer dropped as in mode drop.  Only
+                  the processed request counts against mode_times.
   mode unauthorized_client   400 {"error": "unauthorized_client"}
   mode 401        401 with no error code in the body
   mode_times      the grant's (or tenant's) mode applies to this many token
@@ -130,7 +137,7 @@ CANNED = {
                                   "error_description": "client not allowed for this tenant"}, JSON),
     "401": (401, "<html>Unauthorized</html>", "text/html"),
 }
-CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop", "echo"},
+CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop", "resent_drop", "echo"},
            "echo_in": {"error_description", "error", "form", "text"},
            "expires_in_style": {"number", "string", "omit"},
            "response_format": {"json", "form", "form_unless_accept"}}
@@ -342,6 +349,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "FakeOAuth/1.0"
     timeout = 300
     record = None               # stats entry of the current token request
+    served = 0                  # requests read on this connection so far
 
     def log_message(self, fmt, *args):
         self.server.log("%s %s" % (self.client_address[0], fmt % args))
@@ -398,6 +406,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, post):
         self.record = None      # keep-alive: one handler serves many requests
+        self.served += 1
         path = urlsplit(self.path).path
         try:
             if path.startswith("/_control/"):
@@ -456,8 +465,20 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()
                             if k.lower() != "authorization"}}
             st.requests.append(self.record)
-            beh = st.behaviour(grant, tenant, consume=True)
+            reused = self.served > 1
+            beh = st.behaviour(grant, tenant, consume=not (
+                reused and st.behaviour(grant, tenant)["mode"] == "resent_drop"))
+            if beh["mode"] == "resent_drop" and reused:
+                self.record["status"] = "closed_unprocessed"
             self.server.log("token request %s" % json.dumps(self.record))
+        if beh["mode"] == "resent_drop" and reused:
+            # the dead keep-alive connection: read, closed, nothing sent back
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         delay = beh["latency_ms"] / 1000.0
         if beh["mode"] == "hang":
             delay += beh["hang_seconds"]
@@ -471,9 +492,9 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             resp = self.token_answer(st, params, body_format, gt, auth, cid, secret,
                                      rt, code, grant, beh)
-            if beh["mode"] == "drop" or beh["answer_delay_ms"] > 0:
-                self.record["status"] = "dropped" if beh["mode"] == "drop" else "delayed"
-        if beh["mode"] == "drop":
+            if beh["mode"] in ("drop", "resent_drop") or beh["answer_delay_ms"] > 0:
+                self.record["status"] = "delayed" if beh["mode"] == "ok" else "dropped"
+        if beh["mode"] in ("drop", "resent_drop"):
             # processed (and rotated), never answered: close the socket
             self.close_connection = True
             try:
@@ -501,7 +522,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = err(400, "invalid_request", "missing code")
         if answer is not None or canned(beh):
             return answer or canned(beh)
-        # mode drop: processed like ok, then the answer is thrown away
+        # modes drop, resent_drop: processed like ok, then the answer is thrown away
         if gt == "client_credentials":
             st.cc_issued += 1
             tok = {"access_token": "cc-%s-%d" % (cid or "anonymous", st.cc_issued),

@@ -120,5 +120,29 @@ my $exp = "now() - interval '1 minute'";
 	unlike($e, qr/no answer/, 'refused: not taken for a lost answer');
 }
 
+# ---- 7. a dead keep-alive connection: libcurl sends the request again on a
+# fresh connection, the provider rotates, and that answer is lost too.  The
+# worker retries at once inside the grace window: libcurl's re-send is not
+# the worker's at-once retry.
+{
+	$p->set_grant('g7w');
+	my $warm = oauth_create_conn($node, 'ws1', 'pgrace', 'a7w', 'at-old-7w', 'g7w.0', $exp);
+	is(oauth_psql($node, "SELECT oauth.refresh('ws1', '$warm')")->{out}, 'refreshed',
+		'resent: a keep-alive connection to the provider is open');
+	$p->set_grant('g7', rotate => 1, strict => 1, grace_seconds => 60,
+		mode => 'resent_drop', mode_times => 1);
+	my $id = oauth_create_conn($node, 'ws1', 'pgrace', 'a7', 'at-old-7', 'g7.0', $exp);
+	my $r = oauth_psql($node, "SELECT oauth.refresh('ws1', '$id')");
+	is($r->{out}, 'refreshed', 'resent: recovered at once from the lost answer to the re-sent request')
+	  or diag($r->{out} . $r->{err});
+	is(requests('g7'), 3,
+		'resent: the dead connection, the re-sent request, the worker\'s retry');
+	is(q1("SELECT oauth.valid_token('ws1', '$id')"), 'at-g7-2', 'resent: the new token is served');
+	is(oauth_status($node, $id)->{state}, 'active', 'resent: the grant is alive');
+	is($p->grant_info('g7')->{current_refresh_token}, 'g7.2', 'resent: the provider rotated twice');
+	is(q1("SELECT detail->>'recovered' FROM oauth.events WHERE connection_id = '$id' "
+		  . "AND event = 'refreshed'"), 'answer_lost', 'resent: the event says it recovered a lost answer');
+}
+
 $node->stop;
 done_testing();
