@@ -133,6 +133,7 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -963,3 +964,143 @@ CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
     AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION oauth._check_url_address(text, text) FROM PUBLIC;
 -- ---- end of issue 14, item 8 (provider)
+
+-- ---- tenant (issue 14, item 1): the tenant boundary.  oauth.bind_workspace()
+-- binds a transaction to one workspace (src/tenant.c); valid_token,
+-- token_rejected, refresh, the connection lookups and connection_status see
+-- that workspace only; oauth.require_workspace makes the binding mandatory.
+CREATE FUNCTION oauth._bound_workspace() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION oauth._bound_workspace() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;
+CREATE OR REPLACE VIEW oauth.connection_status AS
+SELECT c.id,
+       c.workspace_id,
+       c.provider,
+       c.provider_account_id,
+       CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+            WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+            ELSE 'active' END AS state,
+       c.grant_type,
+       c.scope,
+       c.expires_at,
+       c.refresh_after,
+       c.refreshed_at,
+       c.refresh_token_expires_at,
+       c.refresh_token_ciphertext IS NOT NULL AS has_refresh_token,
+       c.last_refresh_error,
+       c.failure_count,
+       c.next_attempt_at,
+       c.reauth_required_at,
+       c.revoked_at,
+       c.metadata,
+       c.version,
+       c.created_at,
+       c.updated_at
+  FROM oauth.connections c
+ WHERE oauth._bound_workspace() IS NULL OR c.workspace_id = oauth._bound_workspace();
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION oauth.bind_workspace(text), oauth._workspace_admitted(text),
+    oauth._check_workspace_binding(text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
+RETURNS oauth.connections LANGUAGE plpgsql AS $$
+DECLARE
+    c oauth.connections;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', p_workspace);
+    PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    IF lock THEN
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
+    ELSE
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    RETURN c;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.create_connection(
+    workspace_id text, provider text, provider_account_id text, access_token text,
+    refresh_token text, expires_at timestamptz, scope text[] DEFAULT '{}',
+    metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    v_id uuid := gen_random_uuid();
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('provider_account_id', provider_account_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    p := oauth._provider(provider);
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_after, metadata)
+    VALUES (v_id, workspace_id, provider, provider_account_id,
+        oauth._seal(access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(refresh_token, 'connection/' || v_id || '/refresh'),
+        scope, expires_at,
+        oauth._refresh_after(expires_at, p.refresh_buffer, p.refresh_token_idle_ttl, NULL, now(),
+                             refresh_token IS NOT NULL),
+        metadata);
+    PERFORM oauth._event('created', workspace_id, v_id, provider,
+        jsonb_build_object('provider_account_id', provider_account_id,
+                           'has_refresh_token', refresh_token IS NOT NULL));
+    RETURN v_id;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.client_credentials(workspace_id text, provider text, scope text[] DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    r record;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    p := oauth._provider(provider);
+    r := oauth._provider_call(provider, 'token',
+            CASE WHEN cardinality(scope) > 0
+                 THEN jsonb_build_object('grant_type', 'client_credentials',
+                                         'scope', array_to_string(scope, p.scope_separator))
+                 ELSE jsonb_build_object('grant_type', 'client_credentials') END,
+            '{}');
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('client credentials grant', provider, r);
+    END IF;
+    -- a provider that sends a refresh token here is ignored: renewal uses the client's credentials
+    r.refresh_token := NULL;
+    RETURN oauth._store_grant(workspace_id, provider, 'client:' || p.client_id,
+                              'client_credentials', r, scope, '{}');
+END $$;
+-- ---- end of tenant, item 1

@@ -119,7 +119,9 @@ sub oauth_node
 	  . "oauth.allow_private_addresses = "
 	  . (($opt{allow_private_addresses} // 1) ? 'on' : 'off') . "\n"
 	  . "oauth.sweep_interval = '" . ($opt{sweep_interval} // '0') . "'\n"
-	  . "log_min_messages = " . ($opt{log_min_messages} // 'debug1') . "\n";
+	  . "log_min_messages = " . ($opt{log_min_messages} // 'debug1') . "\n"
+	  # the README's setting: logged statements carry no bind parameters
+	  . "log_parameter_max_length = 0\n";
 	$conf .= "oauth.ca_file = '$opt{ca_file}'\n" if defined $opt{ca_file};
 	$conf .= "oauth.http_timeout = '$opt{http_timeout}'\n"
 	  if defined $opt{http_timeout};

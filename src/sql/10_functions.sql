@@ -112,7 +112,29 @@ BEGIN
     END IF;
 END $$;
 
--- Internal: the connection row of a workspace, or OA001.
+-- The tenant boundary (src/tenant.c).  Public: bind the current
+-- transaction to one workspace.
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+-- Internal: may this transaction see the workspace?  Bound: only its own.
+-- Unbound: all, unless oauth.require_workspace is on (then 42501).
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Internal: refuse (42501) a new connection for a workspace this
+-- transaction may not see.
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+
+-- Internal: the connection row of a workspace, or OA001 (also for a
+-- workspace other than the one the transaction is bound to).
 CREATE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
 RETURNS oauth.connections LANGUAGE plpgsql AS $$
 DECLARE
@@ -120,6 +142,9 @@ DECLARE
 BEGIN
     PERFORM oauth._not_null('workspace_id', p_workspace);
     PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
     IF lock THEN
         SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
     ELSE
@@ -428,6 +453,7 @@ BEGIN
     PERFORM oauth._not_null('access_token', access_token);
     PERFORM oauth._not_null('scope', scope);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
         RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
