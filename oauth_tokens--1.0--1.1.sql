@@ -385,8 +385,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;
 
 -- Operator counters by provider (src/stats.c): calls to the provider's
@@ -937,8 +935,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
@@ -1104,3 +1100,71 @@ BEGIN
                               'client_credentials', r, scope, '{}');
 END $$;
 -- ---- end of tenant, item 1
+
+-- ---- tenant (issue 14, item 5): NOTIFY oauth_connection_state carries the
+-- event id only (a trigger on oauth.events); oauth.connection_event()
+-- resolves it for a reader who may see the workspace.  reauthorize, revoke
+-- and _store_grant no longer notify themselves.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+REVOKE ALL ON FUNCTION oauth._event_notify(), oauth.connection_event(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth.reauthorize(
+    workspace_id text, connection_id uuid, access_token text, refresh_token text,
+    expires_at timestamptz, scope text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    p oauth.providers;
+BEGIN
+    c := oauth._connection(workspace_id, connection_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    IF access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(access_token, 'connection/' || c.id || '/access'),
+        -- a provider that does not send a new refresh token keeps the old one valid
+        refresh_token_ciphertext = coalesce(oauth._seal(refresh_token, 'connection/' || c.id || '/refresh'),
+                                            c.refresh_token_ciphertext),
+        scope = coalesce(reauthorize.scope, c.scope),
+        expires_at = reauthorize.expires_at,
+        refresh_token_expires_at = NULL,
+        refresh_after = oauth._refresh_after(reauthorize.expires_at, p.refresh_buffer,
+                                             p.refresh_token_idle_ttl, NULL, now(),
+                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL,
+                                             true),
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = c.id;
+    PERFORM oauth._event('reauthorized', c.workspace_id, c.id, c.provider,
+        jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+                                       WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+                                       ELSE 'active' END));
+END $$;
+-- ---- end of tenant, item 5

@@ -95,6 +95,39 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_workspace, p_connection, p_provider, p_event, coalesce(p_detail, '{}'))
 $$;
 
+-- Internal: a state change (reauth_required, reauthorized, revoked) sends
+-- NOTIFY oauth_connection_state with the event's id, and nothing else: LISTEN
+-- needs no privilege, so the payload names no workspace, connection,
+-- provider or error; a granted reader resolves it with
+-- oauth.connection_event().  A short integer of our own, never user input:
+-- no input can make the notification (and with it the state change) fail.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+
+-- Public: what a notification on oauth_connection_state says, for a reader
+-- who may see its workspace (the transaction's binding and
+-- oauth.require_workspace apply, as for valid_token).  No row for an id that
+-- is not a state change, or of another workspace.
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+
 CREATE FUNCTION oauth._not_null(what text, val anyelement) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -521,8 +554,6 @@ BEGIN
         jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
                                        WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
                                        ELSE 'active' END));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'active')::text);
 END $$;
 
 -- Public: remove a connection; its events stay.

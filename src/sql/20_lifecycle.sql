@@ -192,8 +192,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
@@ -363,6 +361,4 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;

@@ -63,6 +63,9 @@ sub conn
 }
 $c{$_} = conn($_, "g-$_.0") for qw(read reject refresh reauth revoke delete);
 $c{due} = conn('due', 'g-due.0', "now() + interval '1 minute'");
+$c{gone} = conn('gone', 'g-gone.0');
+sql("SELECT oauth.revoke('ws1', '$c{gone}')");
+my $gone_event = sql("SELECT max(id) FROM oauth.events WHERE event = 'revoked'");
 $p->add_code(code => 'code-g', grant => 'g-code', redirect_uri => 'https://app.example/cb');
 
 # ---- one call per granted function, as the role ------------------------------
@@ -72,6 +75,10 @@ my @calls = (
 	[ app => 'oauth.valid_token',
 		"SELECT oauth.valid_token('ws1', '$c{read}', interval '1 minute') FROM oauth.bind_workspace('ws1')",
 		qr/^at-read$/ ],
+	[ app => 'oauth.connection_event',
+		"BEGIN;\nSELECT oauth.bind_workspace('ws1') \\gset\n"
+		  . "SELECT state || ' ' || connection_id FROM oauth.connection_event($gone_event)",
+		qr/^revoked \Q$c{gone}\E$/ ],
 	[ app => 'oauth.token_rejected',
 		"SELECT oauth.token_rejected('ws1', '$c{reject}', 'at-reject') FROM oauth.bind_workspace('ws1')",
 		qr/^$/ ],
