@@ -969,7 +969,7 @@ CREATE FUNCTION oauth._bound_workspace() RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
 REVOKE ALL ON FUNCTION oauth._bound_workspace() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;
-CREATE OR REPLACE VIEW oauth.connection_status AS
+CREATE OR REPLACE VIEW oauth.connection_status WITH (security_barrier) AS
 SELECT c.id,
        c.workspace_id,
        c.provider,
