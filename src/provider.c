@@ -41,6 +41,7 @@
 #include "compat.h"
 #include "oauth_tokens.h"
 #include "provider.h"
+#include "urls.h"
 
 
 static bool
@@ -120,6 +121,19 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans, Reda
 	ans->http_status = call->status;
 	ans->klass = RO_TRANSIENT;
 
+	if (call->result == CURLE_COULDNT_CONNECT && call->refused_address[0] != '\0')
+	{
+		/*
+		 * A host that resolves to a non-public address (src/addresses.c):
+		 * the provider's configuration, unless the host was filled from
+		 * the connection's metadata (that connection's failure only).
+		 */
+		if (conf->token_url == NULL || !url_host_templated(conf->token_url))
+			ans->klass = RO_PROVIDER;
+		ans->message = psprintf("not sent: the provider's host resolves to %s, not a public address "
+								"(oauth.allow_private_addresses is off)", call->refused_address);
+		return;
+	}
 	if (call->result != CURLE_OK)
 	{
 		const char *what;
