@@ -1,12 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * finish.c
- *	  Step 3 of a refresh job: the provider's answer, and storing it.
+ *	  Step 3 of a refresh job: storing its result; the answers kept until
+ *	  their row can take them.
  *
- * jobs_collect_finished() takes the calls curl has finished (SENDING ->
- * ANSWERED) and classifies their answers; jobs_finish() stores a batch of
- * results in one transaction, each job in its own subtransaction, and
- * publishes their outcomes (ANSWERED -> DONE).
+ * jobs_finish() stores a batch of results (ANSWERED jobs) in one
+ * transaction, each job in its own subtransaction, and publishes their
+ * outcomes (ANSWERED -> DONE), or keeps the answers it could not apply
+ * (ANSWERED -> KEPT).
  *
  * Rules:
  *	- finish_job() is the one place where a refresh's result is applied to
@@ -22,15 +23,13 @@
  *	  applies only to a live connection nobody changed meanwhile.
  *	- Row locks are waited for briefly (lock_timeout, batch.c).  An answer
  *	  with tokens is recorded in oauth.pending_answers before it is applied
- *	  (durable.c, answers_record); whatever stops the apply (a locked row,
- *	  any error) keeps it (answers_keep) and it is stored again later; its
- *	  waiters hear "transient" at once, and no new refresh of that
- *	  connection starts meanwhile (jobs_write_pending_for).  Applying it
- *	  deletes its record in the same subtransaction.
- *	- A call that was sent and not answered may be sent again at once
- *	  inside the provider's rotation grace (answers_retry_lost), and its
- *	  callers are told after oauth.http_timeout while it goes on
- *	  (job_record_transient, from answers_release_waiters).
+ *	  (durable.c); whatever stops the apply (a locked row, any error) keeps
+ *	  it (KEPT): its waiters hear "transient" at once, it is stored again
+ *	  later (jobs_retry_writes), and no new refresh of that connection
+ *	  starts meanwhile (jobs_kept_for).  Applying it deletes its record in
+ *	  the same subtransaction.
+ *	- A call whose callers were told after oauth.http_timeout records that
+ *	  transient failure (job_record_transient) and counts it once.
  *
  * The window that remains lies between a provider's answer and the commit
  * of its record: one INSERT and a commit (durable.c); a crash inside it
@@ -55,6 +54,7 @@
 #include "provider.h"
 #include "shmem.h"
 #include "store.h"
+#include "tenant.h"
 #include "worker.h"
 
 
@@ -93,6 +93,12 @@ static SPIPlanPtr plan_transient = NULL;
 static SPIPlanPtr plan_reauth = NULL;
 static SPIPlanPtr plan_pause = NULL;
 
+/* answers to store again: their row was locked, or their write failed */
+static dlist_head kept = DLIST_STATIC_INIT(kept);
+
+static void keep_answer(Job *job, bool locked, const char *err);
+static bool open_recorded(Job *job, RecordedAnswer *r);
+
 /* Prepare the statements of step 3, once for the worker's life. */
 static void
 prepare_plans(void)
@@ -105,7 +111,7 @@ prepare_plans(void)
 	 * such function: there the answer is stored as 1.0 stored it, until
 	 * the worker notices the update (job_plans_reset).
 	 */
-	plan_success = prepare_saved(answers_durable_schema ?
+	plan_success = prepare_saved(worker_schema >= SCHEMA_1_1 ?
 		"SELECT oauth._store_answer($1, $8, $9, $2, $3, $4, $5, $6, $7, false)" :
 		STORE_ANSWER_1_0,
 		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
@@ -158,7 +164,7 @@ finish_job(Job *job)
 	if (a->klass != RO_REFRESHED)
 		job_mark_rejected(job);	/* not yet done if its row was locked */
 	if (a->klass == RO_PROVIDER)
-		(void) answers_tenant_failure(job);	/* may make it this connection's failure */
+		(void) tenant_failure(a, job->templated_url);	/* may make it this connection's failure */
 	job->outcome = a->klass;
 	job->message = a->message;
 	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
@@ -226,7 +232,7 @@ finish_job(Job *job)
 						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
 						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
 						  job->durable_us, job->store_failures + 1,
-						  job->lost_retry ? ", \"recovered\": \"answer_lost\"" : "");
+						  job->lost == LOST_RESENT ? ", \"recovered\": \"answer_lost\"" : "");
 		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
 	}
 	else if (a->klass == RO_REAUTH)
@@ -241,7 +247,7 @@ finish_job(Job *job)
 		 * most likely means the provider rotated the token in the answer we
 		 * lost: say so, it is not the customer revoking access.
 		 */
-		if (job->lost_retry || job->after_no_answer)
+		if (job->lost != LOST_NONE)
 			reason = "answer_lost";
 		else if (a->tenant_failure)
 			reason = "tenant_rejected";
@@ -284,7 +290,7 @@ finish_job(Job *job)
 		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
 		v[2] = Float8GetDatum((double) a->retry_after_s);
 		v[3] = Int64GetDatum(job->seen_version);
-		v[4] = Int32GetDatum(job->released ? 0 : 1);	/* counted when released */
+		v[4] = Int32GetDatum(job->failures_recorded > 0 ? 0 : 1);	/* counted once */
 		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not record failure");
 		if (SPI_processed > 0)
@@ -306,12 +312,12 @@ finish_job(Job *job)
 }
 
 /*
- * Write every finished job: one transaction, a subtransaction each.  Row
- * locks are waited for briefly (lock_timeout): the worker must not stall,
- * nor deadlock with a session that holds a connection's row lock and waits
- * for a refresh.  A new token that meets a locked row is not lost: its
- * waiters hear "transient", and the answer is kept and written again until
- * the lock is released; meanwhile no new refresh of that connection starts.
+ * Write every finished job (ANSWERED): one transaction, a subtransaction
+ * each.  Row locks are waited for briefly (lock_timeout): the worker must
+ * not stall, nor deadlock with a session that holds a connection's row
+ * lock and waits for a refresh.  A new token that meets a locked row is
+ * not lost: it is kept (KEPT, its waiters hear "transient") and written
+ * again until the lock is released.  The others are published (DONE).
  */
 void
 jobs_finish(List *done)
@@ -338,7 +344,7 @@ jobs_finish(List *done)
 			 * the key file, a constraint or trigger), the answer is kept:
 			 * in oauth.pending_answers and here, and applied again later.
 			 */
-			answers_keep(job, sqlstate == ERRCODE_LOCK_NOT_AVAILABLE, err);
+			keep_answer(job, sqlstate == ERRCODE_LOCK_NOT_AVAILABLE, err);
 			continue;
 		}
 		if (failed)
@@ -348,19 +354,211 @@ jobs_finish(List *done)
 			ereport(WARNING,
 					(errmsg("oauth_tokens: could not store the result of a refresh: %s", err)));
 		}
-		job->write_pending = false;
 	}
 	end_work();
 	foreach(lc, done)
 	{
 		Job		   *job = lfirst(lc);
 
-		if (!job->write_pending)
+		if (job->state == RJ_KEPT)
+			dlist_push_tail(&kept, &job->node);
+		else
 			job_publish(job);
 	}
 }
 
+/*
+ * Jobs that ended before any HTTP call: ANSWERED ones have a result to
+ * store (a failure in step 1) and go through step 3; the others (QUEUED,
+ * with their outcome) are published as they are.  Outside any batch.
+ */
+void
+jobs_conclude(List *done)
+{
+	List	   *to_finish = NIL;
+	ListCell   *lc;
 
+	foreach(lc, done)
+	{
+		Job		   *job = lfirst(lc);
+
+		if (job->state == RJ_ANSWERED)
+			to_finish = lappend(to_finish, job);
+		else
+			job_publish(job);
+	}
+	jobs_finish(to_finish);
+	list_free(to_finish);
+}
+
+/* ---- answers kept until stored -------------------------------------------- */
+
+/*
+ * jobs_finish() could not apply job's answer (it is recorded in
+ * oauth.pending_answers too): ANSWERED -> KEPT the first time, its waiters
+ * told "transient"; it is applied again later.  Inside the batch that
+ * failed.
+ */
+static void
+keep_answer(Job *job, bool locked, const char *err)
+{
+	if (!locked && job->store_failures == 0)
+		ereport(WARNING,
+				(errmsg("oauth_tokens: could not store a new token yet, keeping it: %s", err)));
+	job->store_failures++;
+	job->outcome = RO_TRANSIENT;
+	job->message = locked ?
+		MemoryContextStrdup(job->cxt, "the connection's row is locked by another transaction; "
+							"the new token is stored once it is released") :
+		MemoryContextStrdup(job->cxt, psprintf("the new token could not be stored yet (%s); "
+											   "it is kept and stored later", err));
+	job_move(job, RJ_KEPT);
+	job_forget(job);
+	/* a lock goes soon; other errors are tried again less often */
+	job->next_store = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), locked ? 200 :
+												  Min(60000, 200 << Min(job->store_failures, 9)));
+}
+
+/*
+ * At start-up: every answer left in oauth.pending_answers becomes a KEPT
+ * job (no entry: nobody waits for it), applied by jobs_retry_writes()
+ * before any new refresh of its connection starts.  An answer that cannot
+ * be read now (a key missing from the ring, say) stays in the table.
+ */
+void
+jobs_replay(void)
+{
+	List	   *recorded = answers_recorded();
+	ListCell   *lc;
+	int			n = 0;
+	int			bad = 0;
+
+	if (recorded == NIL)
+		return;
+	begin_work("oauth_tokens: opening recorded answers");
+	foreach(lc, recorded)
+	{
+		RecordedAnswer *r = lfirst(lc);
+		RefreshEntry e;
+		Job		   *job;
+
+		/* generation 0: no entry has it (its run's entry is gone) */
+		memset(&e, 0, sizeof(e));
+		e.seen_version = r->seen_version;
+		job = job_create(&r->connection_id, &e, RJ_KEPT);
+		job->idstr = MemoryContextStrdup(job->cxt, oauth_uuid_str(&r->connection_id));
+		job->pending_id = r->pending_id;
+		job->answered_at = r->received_at;
+		job->workspace_id = r->workspace_id ? MemoryContextStrdup(job->cxt, r->workspace_id) : NULL;
+		job->provider = r->provider ? MemoryContextStrdup(job->cxt, r->provider) : NULL;
+		job->client_credentials = r->client_credentials;
+		if (!open_recorded(job, r))
+		{
+			MemoryContextDelete(job->cxt);
+			bad++;
+			continue;
+		}
+		job->next_store = 0;
+		dlist_push_tail(&kept, &job->node);
+		n++;
+	}
+	end_work();
+	if (n > 0 || bad > 0)
+		ereport(LOG,
+				(errmsg("oauth_tokens worker: %d recorded answers to apply, %d unreadable for now", n, bad)));
+}
+
+static RecordedAnswer *opening;
+
+/* Decrypt the answer being opened into job->ans; in a subtransaction. */
+static void
+open_one(Job *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	answers_open(opening, job->idstr, &job->ans);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Decrypt r into job->ans, inside the replay's batch; false (and a
+ * warning) if it cannot be read now (a key missing from the ring, say: it
+ * stays in the table for later).
+ */
+static bool
+open_recorded(Job *job, RecordedAnswer *r)
+{
+	bool		failed;
+	char	   *err;
+
+	opening = r;
+	run_isolated(job, open_one, &failed, &err, NULL);
+	opening = NULL;
+	if (failed)
+		ereport(WARNING,
+				(errmsg("oauth_tokens worker: a recorded answer cannot be read now: %s", err)));
+	return !failed;
+}
+
+/* Try again to store kept answers whose time has come (KEPT -> ANSWERED). */
+void
+jobs_retry_writes(void)
+{
+	List	   *again = NIL;
+	dlist_mutable_iter it;
+	TimestampTz now = GetCurrentTimestamp();
+
+	dlist_foreach_modify(it, &kept)
+	{
+		Job		   *job = dlist_container(Job, node, it.cur);
+
+		if (job->next_store > now)
+			continue;
+		dlist_delete(&job->node);
+		job_move(job, RJ_ANSWERED);
+		again = lappend(again, job);
+	}
+	jobs_finish(again);
+	list_free(again);
+}
+
+/* Milliseconds until the next kept answer is due to be stored; -1: none. */
+long
+jobs_next_store_ms(void)
+{
+	dlist_iter	it;
+	TimestampTz now = GetCurrentTimestamp();
+	long		best = -1;
+
+	dlist_foreach(it, &kept)
+	{
+		Job		   *j = dlist_container(Job, node, it.cur);
+		long		ms = j->next_store <= now ? 0 : (long) ((j->next_store - now) / 1000) + 1;
+
+		if (best < 0 || ms < best)
+			best = ms;
+	}
+	return best;
+}
+
+/* Is an answer of this connection kept (not stored yet)? */
+bool
+jobs_kept_for(const pg_uuid_t *id)
+{
+	return job_in_list(&kept, id);
+}
+
+/* How many answers are kept, waiting for their rows. */
+int
+jobs_kept(void)
+{
+	dlist_iter	it;
+	int			n = 0;
+
+	dlist_foreach(it, &kept)
+		n++;
+	return n;
+}
 
 /*
  * Record a transient failure for a job whose call is still running (its
@@ -403,12 +601,13 @@ job_record_transient(Job *job, const char *message)
 
 	transient_message = pstrdup(message);
 	run_isolated(job, record_transient, &failed, &err, NULL);
+	job->failures_recorded++;
 	job->outcome = RO_TRANSIENT;
 	job->message = transient_message;
 	MemoryContextSwitchTo(old);
 }
 
-/* Forget step 3's prepared statements (job_plans_reset). */
+/* Forget step 3's prepared statements: the schema changed (worker.c). */
 void
 finish_plans_reset(void)
 {
@@ -421,56 +620,3 @@ finish_plans_reset(void)
 		*plans[i] = NULL;
 	}
 }
-
-/* Collect finished HTTP calls and jobs that failed before their call. */
-void
-jobs_collect_finished(void)
-{
-	HttpCall   *call;
-	List	   *done = NIL;
-
-	while ((call = http_next_done()) != NULL)
-	{
-		Job		   *job = (Job *) call->owner;
-		MemoryContext old = MemoryContextSwitchTo(job->cxt);
-
-		job->answered_at = GetCurrentTimestamp();
-
-		/*
-		 * Parsing a hostile body can raise an error (e.g. stack depth in
-		 * the JSON parser); it must fail this job, not the worker.
-		 */
-		PG_TRY();
-		{
-			classify_answer(&job->conf, call, &job->ans);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(job->cxt);
-			FlushErrorState();
-			memset(&job->ans, 0, sizeof(job->ans));
-			job->ans.klass = RO_TRANSIENT;
-			job->ans.http_status = call->status;
-			job->ans.message = pstrdup("the provider's answer could not be parsed");
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(old);
-		queue_left_running(job);
-		/*
-		 * libcurl sent it again after a reused connection gave nothing
-		 * back: a recovery, but not the worker's at-once retry, which
-		 * answers_retry_lost still owes if that re-send went unanswered.
-		 */
-		if (call->sends > 1)
-			job->lost_retry = true;
-		/* sent, never answered, inside the rotation grace: at once again */
-		if (answers_retry_lost(job))
-			continue;
-		job_set_state(job, RJ_ANSWERED);
-		done = lappend(done, job);
-	}
-	jobs_finish(done);
-	list_free(done);
-}
-
-
