@@ -21,9 +21,15 @@ PG_CPPFLAGS += -Werror
 endif
 SHLIB_LINK = -lcurl
 
+# `make installcheck` runs pg_regress against the running server that
+# PGHOST/PGPORT/PGUSER name (a superuser; the server must preload the library
+# and have no key ring yet: sql/00_preflight says what is missing), then the
+# TAP tests, which make their own clusters.  `make check-temp` runs the same
+# suite in a temporary instance configured by test/regress.conf (`make test`).
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
-REGRESS_OPTS = --temp-instance=tmp_check_regress \
-	--temp-config=$(srcdir)/test/regress.conf --load-extension=pgcrypto
+REGRESS_OPTS = --load-extension=pgcrypto
+REGRESS_TEMP_OPTS = --temp-instance=tmp_check_regress \
+	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 PROVE_FLAGS = -I $(srcdir)/test --timer
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
@@ -46,7 +52,20 @@ src/oauth_tokens.o: Makefile
 oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test test-all demo bench setup
+.PHONY: test test-all demo bench setup check-temp deb
+# Debian packages postgresql-NN-oauth-tokens (debian/, pg_buildext), into
+# build/deb (DEB_OUT=dir)
+deb:
+	bash scripts/deb.sh
+
+check-temp:
+ifneq ($(strip $(REGRESS)),)
+	$(pg_regress_installcheck) $(REGRESS_TEMP_OPTS) $(REGRESS_OPTS) $(REGRESS)
+endif
+ifneq ($(strip $(TAP_TESTS)),)
+	$(prove_installcheck)
+endif
+
 setup:
 	bash scripts/setup.sh
 

@@ -133,6 +133,7 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -384,8 +385,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;
 
 -- Operator counters by provider (src/stats.c): calls to the provider's
@@ -522,6 +521,13 @@ DECLARE
     v_allowed_hosts text[] := allowed_hosts;
     v_rotation_grace interval := rotation_grace;
     existed boolean;
+    v_old oauth.providers;
+    v_caller text := CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                          ELSE current_setting('role') END;
+    v_superuser boolean;
+    v_moved text[];
+    v_changed jsonb;
+    v_live bigint;
 BEGIN
     PERFORM oauth._not_null('name', v_name);
     PERFORM oauth._not_null('client_id', client_id);
@@ -588,6 +594,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -607,7 +616,60 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    existed := EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = v_name);
+    -- Changing where requests go needs the credentials again (README,
+    -- "Changing where a provider's requests go").  The row is locked first,
+    -- so two calls cannot both pass the check against the same old row.
+    SELECT * INTO v_old FROM oauth.providers p WHERE p.name = v_name FOR UPDATE;
+    existed := FOUND;
+    IF existed THEN
+        -- token and revoke URLs receive the client secret and the refresh
+        -- tokens: any change counts (a path on a shared host may be someone
+        -- else's); the authorize URL, to which only browsers go: its origin
+        SELECT coalesce(array_agg(f), '{}') INTO v_moved
+          FROM (VALUES ('token_url', v_old.token_url, v_token_url, false),
+                       ('revoke_url', v_old.revoke_url, v_revoke_url, false),
+                       ('authorize_url', v_old.authorize_url, v_authorize_url, true)) AS u(f, o, n, origin_only)
+         WHERE n IS NOT NULL
+           AND CASE WHEN origin_only
+                    THEN lower(substring(n FROM '^[^:/?#]+://[^/?#]*'))
+                         IS DISTINCT FROM lower(substring(o FROM '^[^:/?#]+://[^/?#]*'))
+                    ELSE n IS DISTINCT FROM o END;
+        -- a templated host may name more hosts than before
+        IF EXISTS (SELECT unnest(coalesce(v_allowed_hosts, '{}')) EXCEPT SELECT unnest(v_old.allowed_hosts)) THEN
+            v_moved := array_append(v_moved, 'allowed_hosts');
+        END IF;
+        SELECT r.rolsuper INTO v_superuser FROM pg_roles r WHERE r.rolname = v_caller;
+        IF v_moved <> '{}' AND NOT coalesce(v_superuser, false) THEN
+            IF v_old.client_secret_ciphertext IS NOT NULL THEN
+                IF client_secret IS NULL
+                   OR sha256(convert_to(client_secret, 'UTF8'))
+                      <> sha256(convert_to(oauth._open(v_old.client_secret_ciphertext,
+                                                       'provider/' || v_name || '/client_secret'), 'UTF8')) THEN
+                    RAISE EXCEPTION 'changing % of provider "%" requires its client secret',
+                                    array_to_string(v_moved, ', '), v_name
+                        USING ERRCODE = 'insufficient_privilege',
+                              DETAIL = CASE WHEN client_secret IS NULL
+                                            THEN 'No client_secret was given.'
+                                            ELSE 'The client_secret given is not the stored one.' END,
+                              HINT = 'Pass the provider''s current client_secret again in the same call. '
+                                     'To move it and change its secret, move it with the current secret first, '
+                                     'then register the new secret.';
+                END IF;
+            ELSE
+                -- a public client has no secret to give again, but its
+                -- connections' refresh tokens would go to the new address
+                SELECT count(*) INTO v_live FROM oauth.connections c
+                 WHERE c.provider = v_name AND c.revoked_at IS NULL;
+                IF v_live > 0 THEN
+                    RAISE EXCEPTION 'changing % of provider "%" requires a superuser',
+                                    array_to_string(v_moved, ', '), v_name
+                        USING ERRCODE = 'insufficient_privilege',
+                              DETAIL = format('The provider has no client secret to give again, and the tokens of its %s live connections would go to the new address.', v_live),
+                              HINT = 'Ask a superuser to make this change, or revoke its connections first.';
+                END IF;
+            END IF;
+        END IF;
+    END IF;
     INSERT INTO oauth.providers AS p (name, authorize_url, token_url, revoke_url, client_id,
         client_secret_ciphertext, auth_method, refresh_buffer, default_lifetime,
         refresh_token_idle_ttl, extra_params, extra_headers, body_format, reauth_errors,
@@ -642,8 +704,55 @@ BEGIN
                                                 c.refresh_token_ciphertext IS NOT NULL)
      WHERE existed AND c.provider = v_name AND c.reauth_required_at IS NULL
        AND c.revoked_at IS NULL AND c.next_attempt_at IS NULL;
-    PERFORM oauth._event('provider_registered', NULL, NULL, v_name,
-        jsonb_build_object('updated', existed, 'auth_method', v_auth_method, 'preset', preset));
+    -- who changed what: field names, old and new values of what is not
+    -- secret (extra_params and extra_headers by their names only), never a
+    -- secret
+    IF NOT existed THEN
+        PERFORM oauth._event('provider_registered', NULL, NULL, v_name,
+            jsonb_build_object('updated', false, 'auth_method', v_auth_method, 'preset', preset,
+                               'by', v_caller, 'session_user', session_user));
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_object_agg(f, jsonb_build_object('old', o, 'new', n)), '{}') INTO v_changed
+      FROM (VALUES ('token_url', to_jsonb(v_old.token_url), to_jsonb(v_token_url)),
+                   ('revoke_url', to_jsonb(v_old.revoke_url), to_jsonb(v_revoke_url)),
+                   ('authorize_url', to_jsonb(v_old.authorize_url), to_jsonb(v_authorize_url)),
+                   ('client_id', to_jsonb(v_old.client_id), to_jsonb(client_id)),
+                   ('auth_method', to_jsonb(v_old.auth_method), to_jsonb(v_auth_method)),
+                   ('refresh_buffer', to_jsonb(v_old.refresh_buffer), to_jsonb(refresh_buffer)),
+                   ('default_lifetime', to_jsonb(v_old.default_lifetime), to_jsonb(v_default_lifetime)),
+                   ('refresh_token_idle_ttl', to_jsonb(v_old.refresh_token_idle_ttl), to_jsonb(v_idle_ttl)),
+                   ('extra_params', to_jsonb(ARRAY(SELECT jsonb_object_keys(v_old.extra_params))),
+                                    to_jsonb(ARRAY(SELECT jsonb_object_keys(coalesce(v_extra_params, '{}'))))),
+                   ('extra_headers', to_jsonb(ARRAY(SELECT jsonb_object_keys(v_old.extra_headers))),
+                                     to_jsonb(ARRAY(SELECT jsonb_object_keys(coalesce(v_extra_headers, '{}'))))),
+                   ('body_format', to_jsonb(v_old.body_format), to_jsonb(v_body_format)),
+                   ('reauth_errors', to_jsonb(v_old.reauth_errors), to_jsonb(coalesce(v_reauth_errors, '{}'))),
+                   ('max_concurrency', to_jsonb(v_old.max_concurrency), to_jsonb(max_concurrency)),
+                   ('allowed_hosts', to_jsonb(v_old.allowed_hosts), to_jsonb(coalesce(v_allowed_hosts, '{}'))),
+                   ('preset', to_jsonb(v_old.preset), to_jsonb(preset)),
+                   ('rotation_grace', to_jsonb(v_old.rotation_grace), to_jsonb(v_rotation_grace))) AS d(f, o, n)
+     WHERE o IS DISTINCT FROM n;
+    -- extra_params and extra_headers may hold keys: values changed under
+    -- the same names show as changed, without them
+    IF v_old.extra_params IS DISTINCT FROM coalesce(v_extra_params, '{}') AND NOT v_changed ? 'extra_params' THEN
+        v_changed := v_changed || '{"extra_params": "changed"}';
+    END IF;
+    IF v_old.extra_headers IS DISTINCT FROM coalesce(v_extra_headers, '{}') AND NOT v_changed ? 'extra_headers' THEN
+        v_changed := v_changed || '{"extra_headers": "changed"}';
+    END IF;
+    IF client_secret IS NOT NULL THEN
+        v_changed := v_changed || jsonb_build_object('client_secret',
+            CASE WHEN v_old.client_secret_ciphertext IS NOT NULL
+                      AND oauth._open(v_old.client_secret_ciphertext, 'provider/' || v_name || '/client_secret')
+                          = client_secret
+                 THEN 'given again' ELSE 'changed' END);
+    END IF;
+    PERFORM oauth._event('provider_changed', NULL, NULL, v_name,
+        jsonb_build_object('changed', v_changed, 'moved', to_jsonb(v_moved),
+                           'resumed', v_old.paused_at IS NOT NULL,
+                           'pause_reason', v_old.pause_reason,
+                           'by', v_caller, 'session_user', session_user));
 END $$;
 
 -- rotate_key re-encrypts in batches, by a worker of its own (src/rotate.c)
@@ -826,11 +935,236 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
 REVOKE ALL ON FUNCTION oauth._store_answer(uuid, bigint, timestamptz, bytea, bytea, bigint, bigint,
     text, jsonb, boolean, text[], text) FROM PUBLIC;
 -- ---- end of issue 8, part 1 (grant)
+
+-- ---- issue 14, item 2 (provider): changing where a provider's requests go
+-- needs its credentials again; every change is a provider_changed event
+-- (register_provider above is edited in place).
+ALTER TABLE oauth.events DROP CONSTRAINT events_event_check;
+ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
+                      'created', 'refreshed', 'refresh_failed', 'reauth_required',
+                      'reauthorized', 'revoked', 'deleted', 'token_rejected',
+                      'provider_registered', 'key_rotated',
+                      'copy_adopted', 'provider_changed'));
+-- ---- end of issue 14, item 2 (provider)
+
+-- ---- issue 14, item 8 (provider): outbound addresses.  register_provider
+-- (above, edited in place) refuses IP literals unless
+-- oauth.allow_private_addresses; connect time is checked in C (src/http.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION oauth._check_url_address(text, text) FROM PUBLIC;
+-- ---- end of issue 14, item 8 (provider)
+
+-- ---- tenant (issue 14, item 1): the tenant boundary.  oauth.bind_workspace()
+-- binds a transaction to one workspace (src/tenant.c); valid_token,
+-- token_rejected, refresh, the connection lookups and connection_status see
+-- that workspace only; oauth.require_workspace makes the binding mandatory.
+CREATE FUNCTION oauth._bound_workspace() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION oauth._bound_workspace() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;
+CREATE OR REPLACE VIEW oauth.connection_status WITH (security_barrier) AS
+SELECT c.id,
+       c.workspace_id,
+       c.provider,
+       c.provider_account_id,
+       CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+            WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+            ELSE 'active' END AS state,
+       c.grant_type,
+       c.scope,
+       c.expires_at,
+       c.refresh_after,
+       c.refreshed_at,
+       c.refresh_token_expires_at,
+       c.refresh_token_ciphertext IS NOT NULL AS has_refresh_token,
+       c.last_refresh_error,
+       c.failure_count,
+       c.next_attempt_at,
+       c.reauth_required_at,
+       c.revoked_at,
+       c.metadata,
+       c.version,
+       c.created_at,
+       c.updated_at
+  FROM oauth.connections c
+ WHERE oauth._bound_workspace() IS NULL OR c.workspace_id = oauth._bound_workspace();
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION oauth.bind_workspace(text), oauth._workspace_admitted(text),
+    oauth._check_workspace_binding(text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
+RETURNS oauth.connections LANGUAGE plpgsql AS $$
+DECLARE
+    c oauth.connections;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', p_workspace);
+    PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    IF lock THEN
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
+    ELSE
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    RETURN c;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.create_connection(
+    workspace_id text, provider text, provider_account_id text, access_token text,
+    refresh_token text, expires_at timestamptz, scope text[] DEFAULT '{}',
+    metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    v_id uuid := gen_random_uuid();
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('provider_account_id', provider_account_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    p := oauth._provider(provider);
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_after, metadata)
+    VALUES (v_id, workspace_id, provider, provider_account_id,
+        oauth._seal(access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(refresh_token, 'connection/' || v_id || '/refresh'),
+        scope, expires_at,
+        oauth._refresh_after(expires_at, p.refresh_buffer, p.refresh_token_idle_ttl, NULL, now(),
+                             refresh_token IS NOT NULL),
+        metadata);
+    PERFORM oauth._event('created', workspace_id, v_id, provider,
+        jsonb_build_object('provider_account_id', provider_account_id,
+                           'has_refresh_token', refresh_token IS NOT NULL));
+    RETURN v_id;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.client_credentials(workspace_id text, provider text, scope text[] DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    r record;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    p := oauth._provider(provider);
+    r := oauth._provider_call(provider, 'token',
+            CASE WHEN cardinality(scope) > 0
+                 THEN jsonb_build_object('grant_type', 'client_credentials',
+                                         'scope', array_to_string(scope, p.scope_separator))
+                 ELSE jsonb_build_object('grant_type', 'client_credentials') END,
+            '{}');
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('client credentials grant', provider, r);
+    END IF;
+    -- a provider that sends a refresh token here is ignored: renewal uses the client's credentials
+    r.refresh_token := NULL;
+    RETURN oauth._store_grant(workspace_id, provider, 'client:' || p.client_id,
+                              'client_credentials', r, scope, '{}');
+END $$;
+-- ---- end of tenant, item 1
+
+-- ---- tenant (issue 14, item 5): NOTIFY oauth_connection_state carries the
+-- event id only (a trigger on oauth.events); oauth.connection_event()
+-- resolves it for a reader who may see the workspace.  reauthorize, revoke
+-- and _store_grant no longer notify themselves.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+REVOKE ALL ON FUNCTION oauth._event_notify(), oauth.connection_event(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth.reauthorize(
+    workspace_id text, connection_id uuid, access_token text, refresh_token text,
+    expires_at timestamptz, scope text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    p oauth.providers;
+BEGIN
+    c := oauth._connection(workspace_id, connection_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    IF access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(access_token, 'connection/' || c.id || '/access'),
+        -- a provider that does not send a new refresh token keeps the old one valid
+        refresh_token_ciphertext = coalesce(oauth._seal(refresh_token, 'connection/' || c.id || '/refresh'),
+                                            c.refresh_token_ciphertext),
+        scope = coalesce(reauthorize.scope, c.scope),
+        expires_at = reauthorize.expires_at,
+        refresh_token_expires_at = NULL,
+        refresh_after = oauth._refresh_after(reauthorize.expires_at, p.refresh_buffer,
+                                             p.refresh_token_idle_ttl, NULL, now(),
+                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL,
+                                             true),
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = c.id;
+    PERFORM oauth._event('reauthorized', c.workspace_id, c.id, c.provider,
+        jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+                                       WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+                                       ELSE 'active' END));
+END $$;
+-- ---- end of tenant, item 5

@@ -36,7 +36,7 @@ if [ "${PROVE_TESTS:-}" = none ]; then extra+=("TAP_TESTS=")
 elif [ -n "${PROVE_TESTS:-}" ]; then extra+=("PROVE_TESTS=$PROVE_TESTS"); fi
 if [ "${REGRESS:-}" = none ]; then extra+=("REGRESS=")
 elif [ -n "${REGRESS:-}" ]; then extra+=("REGRESS=$REGRESS"); fi
-if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG installcheck "${extra[@]}"; then
+if ! "${RUN[@]}" make -s PG_CONFIG=$PG_CONFIG check-temp "${extra[@]}"; then
     status=1
     cat "$WORK"/regression.diffs 2>/dev/null | head -200 || true
     for f in "$WORK"/tmp_check/log/regress_log_*; do

@@ -104,4 +104,4 @@ SELECT try($$SELECT oauth.register_provider('setup_provider', 'https://auth.exam
 SELECT name, client_id, client_secret_ciphertext IS NOT NULL AS has_secret,
        oauth._key_id(client_secret_ciphertext) AS key_id
   FROM oauth.providers;
-SELECT event, provider, detail FROM oauth.events ORDER BY id;
+SELECT event, provider, detail - '{by,session_user}'::text[] AS detail FROM oauth.events ORDER BY id;

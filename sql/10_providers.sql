@@ -42,7 +42,8 @@ SELECT client_secret_ciphertext IS NOT NULL AS has_ciphertext,
   FROM oauth.providers WHERE name = 'p10_full';
 SELECT try($$SELECT oauth._open(client_secret_ciphertext, 'provider/setup_provider/client_secret')
                FROM oauth.providers WHERE name = 'p10_full'$$);
-SELECT event, workspace_id, connection_id, provider, detail
+SELECT event, workspace_id, connection_id, provider, detail - '{by,session_user}'::text[] AS detail,
+       detail ->> 'by' = current_user AS by_me
   FROM oauth.events WHERE provider = 'p10_full' ORDER BY id;
 SELECT client_secret_ciphertext AS p10_ct FROM oauth.providers WHERE name = 'p10_full' \gset
 
@@ -57,7 +58,7 @@ SELECT token_url, client_id, auth_method, revoke_url, refresh_buffer, default_li
        client_secret_ciphertext = :'p10_ct'::bytea AS same_ciphertext,
        oauth._open(client_secret_ciphertext, 'provider/p10_full/client_secret') = 'the-secret' AS secret_kept
   FROM oauth.providers WHERE name = 'p10_full';
-SELECT event, provider, detail FROM oauth.events
+SELECT event, provider, detail - '{by,session_user}'::text[] AS detail FROM oauth.events
  WHERE provider = 'p10_full' ORDER BY id DESC LIMIT 1;
 
 -- a new secret replaces it
@@ -193,5 +194,19 @@ SELECT count(*) AS events_with_secret FROM oauth.events
 SELECT count(*) AS providers_with_secret_in_clear FROM oauth.providers p
  WHERE position(convert_to('secret', 'UTF8') in coalesce(p.client_secret_ciphertext, '')) > 0
     OR p::text ~ 'the-secret|google-secret|notion-secret';
-SELECT event, provider, detail FROM oauth.events
+SELECT event, provider, detail - '{by,session_user}'::text[] AS detail FROM oauth.events
  WHERE provider LIKE 'p10%' ORDER BY id;
+
+-- Outbound addresses: with oauth.allow_private_addresses off (a superuser
+-- setting; the suite's own configuration turns it on for its loopback
+-- providers), a provider URL must name its host by DNS name.
+SET oauth.allow_private_addresses = off;
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://169.254.169.254/token', 'c', 's')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://0x7f000001/token', 'c', 's')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://auth.example.com/token', 'c', 's',
+                                            revoke_url => 'https://[::1]/revoke')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://{tenant}.example.com/token', 'c', 's',
+                                            allowed_hosts => '{*.example.com}')$$);
+RESET oauth.allow_private_addresses;
+SELECT name, token_url FROM oauth.providers WHERE name = 'p10_ip';
+DELETE FROM oauth.providers WHERE name = 'p10_ip';

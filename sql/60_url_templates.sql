@@ -137,4 +137,24 @@ SELECT count(*) AS registered FROM oauth.providers WHERE name = 'u60_hdr';
 SELECT oauth.register_provider('u60_hdr', 'https://auth.example.com/token', 'c', 's',
     extra_headers => '{"X-Api": "1"}');
 UPDATE oauth.providers SET extra_headers = '{"X-Api": "1\r\nX-Evil: 1"}' WHERE name = 'u60_hdr';
-SELECT pg_temp.t60($$SELECT oauth.exchange_code('ws60', 'u60_hdr', 'code-hdr', 'https://app.example.net/cb')$$);
+-- (a new code each run: the server remembers the codes it sent, across runs
+-- of make installcheck against it)
+SELECT pg_temp.t60(format($$SELECT oauth.exchange_code('ws60', 'u60_hdr', %L, 'https://app.example.net/cb')$$,
+                          'code-hdr-' || gen_random_uuid()));
+
+-- Values are read within their length (a jsonb string has no terminating
+-- NUL): ".." stored just before "." is still "..", and the last value of an
+-- object is not read past its end.  Each is refused, never filled.
+SELECT oauth.register_provider('u60_dots', 'https://api.example.com/t/{a}/token', 'c', 's',
+    authorize_url => 'https://api.example.com/t/{b}/authorize');
+SELECT pg_temp.t60($$SELECT oauth._fill_url('u60_dots', 'https://api.example.com/t/{a}/token',
+    '{"a": "..", "b": "."}', NULL)$$);
+SELECT pg_temp.t60($$SELECT oauth._fill_url('u60_dots', 'https://api.example.com/t/{b}/token',
+    '{"a": "..", "b": "."}', NULL)$$);
+SELECT pg_temp.t60($$SELECT oauth._fill_url('u60_dots', 'https://api.example.com/t/{a}/token',
+    '{"a": ".", "b": "ok"}', NULL)$$);
+SELECT pg_temp.t60($$SELECT oauth.authorize_url('u60_dots', 'https://app.example.net/cb', 's',
+    metadata => '{"a": "..", "b": "."}')$$);
+-- and good values are filled exactly
+SELECT oauth._fill_url('u60_dots', 'https://api.example.com/t/{a}/{b}/token',
+    '{"a": "a..b", "b": "c.d"}', NULL);

@@ -54,7 +54,7 @@
 #include "provider.h"
 #include "shmem.h"
 #include "store.h"
-#include "tenant.h"
+#include "tenant_answers.h"
 #include "worker.h"
 
 
@@ -137,10 +137,7 @@ prepare_plans(void)
 		"UPDATE oauth.connections c SET reauth_required_at = now(), last_refresh_error = $2, "
 		"  refresh_after = NULL, next_attempt_at = NULL, version = c.version + 1, updated_at = now() "
 		" WHERE c.id = $1 AND c.version = $3 AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL "
-		"RETURNING c.workspace_id, c.provider, "
-		"  pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id, "
-		"      'connection_id', c.id, 'provider', c.provider, 'state', 'reauth_required', "
-		"      'error', $2)::text)",
+		"RETURNING c.workspace_id, c.provider",
 		3, (Oid[]) {UUIDOID, TEXTOID, INT8OID});
 	plan_pause = prepare_saved(
 		"UPDATE oauth.providers SET paused_at = now(), pause_reason = $2 WHERE name = $1",

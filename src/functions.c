@@ -38,6 +38,7 @@
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "store.h"
+#include "tenant.h"
 
 PG_FUNCTION_INFO_V1(oauth_valid_token);
 PG_FUNCTION_INFO_V1(oauth_token_rejected);
@@ -193,10 +194,16 @@ report_revoked(void)
 			 errmsg("connection has been revoked")));
 }
 
-/* Read the row and apply tenant scoping: another workspace is "not found". */
+/*
+ * Read the row and apply tenant scoping: another workspace, given or bound
+ * (tenant.c), is "not found".  A workspace other than the bound one is
+ * refused before the row is read.
+ */
 static void
 read_scoped(const char *workspace, const pg_uuid_t *id, ConnSnapshot *snap)
 {
+	if (!oauth_workspace_admitted(workspace, strlen(workspace)))
+		report_not_found();
 	oauth_read_connection(id, snap);
 	if (!snap->found || strcmp(snap->workspace_id, workspace) != 0)
 		report_not_found();

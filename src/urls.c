@@ -50,6 +50,20 @@ static const char value_chars[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
 
 /*
+ * How many of the first len bytes of s are in set: strspn bounded by a
+ * length, for values that are not NUL-terminated (jsonb strings).
+ */
+static int
+span_of(const char *s, int len, const char *set)
+{
+	int			n = 0;
+
+	while (n < len && s[n] != '\0' && strchr(set, s[n]) != NULL)
+		n++;
+	return n;
+}
+
+/*
  * Bounds of a URL's authority (between "://" and the first '/', '?' or
  * '#'), as offsets; false without "://".
  */
@@ -315,11 +329,12 @@ substitute_placeholders(const char *provider, const char *url, Jsonb *metadata,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("URL placeholder {%s} has no value in the connection's metadata", key),
 						 errhint("Pass metadata => '{\"%s\": \"...\"}'.", key)));
+			/* a jsonb string is not NUL-terminated: read vlen bytes only */
 			val = v->val.string.val;
 			vlen = v->val.string.len;
 			if (vlen < 1 || vlen > OAUTH_PLACEHOLDER_MAX ||
-				(int) strspn(val, value_chars) < vlen ||
-				strspn(val, ".") == (size_t) vlen)
+				span_of(val, vlen, value_chars) < vlen ||
+				span_of(val, vlen, ".") == vlen)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("metadata value for URL placeholder {%s} is not a valid host or path part", key),

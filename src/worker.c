@@ -15,7 +15,7 @@
  *	queue.c		what runs next: the queues, limits, starting, collecting
  *	finish.c	storing results; answers kept for their row
  *	job.c		a job's life: its states, reading its row, its request
- *	http.c, provider.c, tenant.c	the calls and their answers
+ *	http.c, provider.c, tenant_answers.c	the calls and their answers
  *	durable.c	the answer store (oauth.pending_answers), the schema version
  *	batch.c, shmem.c, crypto.c, store.c	transactions, the shared table,
  *				keys, rows

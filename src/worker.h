@@ -15,7 +15,7 @@
  *	  job.c     a job's life: its state (job_move), its connection's row
  *	            and request (prepare), its answer, refused tokens,
  *	            publishing its outcome
- *	  (http.c, provider.c, tenant.c: the calls and their answers)
+ *	  (http.c, provider.c, tenant_answers.c: the calls and their answers)
  *	  durable.c the answer store: answers recorded before they are applied;
  *	            the schema version
  *	  batch.c   the worker's transactions: a batch of jobs in one

@@ -62,6 +62,11 @@ END $$;
 CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
     AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
 
+-- Internal: a provider URL names its host by DNS name, not by IP address
+-- in any spelling, unless oauth.allow_private_addresses (src/addresses.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+
 -- Internal: the due connections, fairly ordered: the oldest due of every
 -- workspace first, then the second of each, and so on; paused providers are
 -- skipped.  Used by the worker's sweep and by refresh_due().
@@ -90,6 +95,39 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_workspace, p_connection, p_provider, p_event, coalesce(p_detail, '{}'))
 $$;
 
+-- Internal: a state change (reauth_required, reauthorized, revoked) sends
+-- NOTIFY oauth_connection_state with the event's id, and nothing else: LISTEN
+-- needs no privilege, so the payload names no workspace, connection,
+-- provider or error; a granted reader resolves it with
+-- oauth.connection_event().  A short integer of our own, never user input:
+-- no input can make the notification (and with it the state change) fail.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+
+-- Public: what a notification on oauth_connection_state says, for a reader
+-- who may see its workspace (the transaction's binding and
+-- oauth.require_workspace apply, as for valid_token).  No row for an id that
+-- is not a state change, or of another workspace.
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+
 CREATE FUNCTION oauth._not_null(what text, val anyelement) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -107,7 +145,29 @@ BEGIN
     END IF;
 END $$;
 
--- Internal: the connection row of a workspace, or OA001.
+-- The tenant boundary (src/tenant.c).  Public: bind the current
+-- transaction to one workspace.
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+-- Internal: may this transaction see the workspace?  Bound: only its own.
+-- Unbound: all, unless oauth.require_workspace is on (then 42501).
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Internal: refuse (42501) a new connection for a workspace this
+-- transaction may not see.
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+
+-- Internal: the connection row of a workspace, or OA001 (also for a
+-- workspace other than the one the transaction is bound to).
 CREATE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
 RETURNS oauth.connections LANGUAGE plpgsql AS $$
 DECLARE
@@ -115,6 +175,9 @@ DECLARE
 BEGIN
     PERFORM oauth._not_null('workspace_id', p_workspace);
     PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
     IF lock THEN
         SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
     ELSE
@@ -172,6 +235,13 @@ DECLARE
     v_allowed_hosts text[] := allowed_hosts;
     v_rotation_grace interval := rotation_grace;
     existed boolean;
+    v_old oauth.providers;
+    v_caller text := CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                          ELSE current_setting('role') END;
+    v_superuser boolean;
+    v_moved text[];
+    v_changed jsonb;
+    v_live bigint;
 BEGIN
     PERFORM oauth._not_null('name', v_name);
     PERFORM oauth._not_null('client_id', client_id);
@@ -238,6 +308,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -257,7 +330,60 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    existed := EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = v_name);
+    -- Changing where requests go needs the credentials again (README,
+    -- "Changing where a provider's requests go").  The row is locked first,
+    -- so two calls cannot both pass the check against the same old row.
+    SELECT * INTO v_old FROM oauth.providers p WHERE p.name = v_name FOR UPDATE;
+    existed := FOUND;
+    IF existed THEN
+        -- token and revoke URLs receive the client secret and the refresh
+        -- tokens: any change counts (a path on a shared host may be someone
+        -- else's); the authorize URL, to which only browsers go: its origin
+        SELECT coalesce(array_agg(f), '{}') INTO v_moved
+          FROM (VALUES ('token_url', v_old.token_url, v_token_url, false),
+                       ('revoke_url', v_old.revoke_url, v_revoke_url, false),
+                       ('authorize_url', v_old.authorize_url, v_authorize_url, true)) AS u(f, o, n, origin_only)
+         WHERE n IS NOT NULL
+           AND CASE WHEN origin_only
+                    THEN lower(substring(n FROM '^[^:/?#]+://[^/?#]*'))
+                         IS DISTINCT FROM lower(substring(o FROM '^[^:/?#]+://[^/?#]*'))
+                    ELSE n IS DISTINCT FROM o END;
+        -- a templated host may name more hosts than before
+        IF EXISTS (SELECT unnest(coalesce(v_allowed_hosts, '{}')) EXCEPT SELECT unnest(v_old.allowed_hosts)) THEN
+            v_moved := array_append(v_moved, 'allowed_hosts');
+        END IF;
+        SELECT r.rolsuper INTO v_superuser FROM pg_roles r WHERE r.rolname = v_caller;
+        IF v_moved <> '{}' AND NOT coalesce(v_superuser, false) THEN
+            IF v_old.client_secret_ciphertext IS NOT NULL THEN
+                IF client_secret IS NULL
+                   OR sha256(convert_to(client_secret, 'UTF8'))
+                      <> sha256(convert_to(oauth._open(v_old.client_secret_ciphertext,
+                                                       'provider/' || v_name || '/client_secret'), 'UTF8')) THEN
+                    RAISE EXCEPTION 'changing % of provider "%" requires its client secret',
+                                    array_to_string(v_moved, ', '), v_name
+                        USING ERRCODE = 'insufficient_privilege',
+                              DETAIL = CASE WHEN client_secret IS NULL
+                                            THEN 'No client_secret was given.'
+                                            ELSE 'The client_secret given is not the stored one.' END,
+                              HINT = 'Pass the provider''s current client_secret again in the same call. '
+                                     'To move it and change its secret, move it with the current secret first, '
+                                     'then register the new secret.';
+                END IF;
+            ELSE
+                -- a public client has no secret to give again, but its
+                -- connections' refresh tokens would go to the new address
+                SELECT count(*) INTO v_live FROM oauth.connections c
+                 WHERE c.provider = v_name AND c.revoked_at IS NULL;
+                IF v_live > 0 THEN
+                    RAISE EXCEPTION 'changing % of provider "%" requires a superuser',
+                                    array_to_string(v_moved, ', '), v_name
+                        USING ERRCODE = 'insufficient_privilege',
+                              DETAIL = format('The provider has no client secret to give again, and the tokens of its %s live connections would go to the new address.', v_live),
+                              HINT = 'Ask a superuser to make this change, or revoke its connections first.';
+                END IF;
+            END IF;
+        END IF;
+    END IF;
     INSERT INTO oauth.providers AS p (name, authorize_url, token_url, revoke_url, client_id,
         client_secret_ciphertext, auth_method, refresh_buffer, default_lifetime,
         refresh_token_idle_ttl, extra_params, extra_headers, body_format, reauth_errors,
@@ -292,8 +418,55 @@ BEGIN
                                                 c.refresh_token_ciphertext IS NOT NULL)
      WHERE existed AND c.provider = v_name AND c.reauth_required_at IS NULL
        AND c.revoked_at IS NULL AND c.next_attempt_at IS NULL;
-    PERFORM oauth._event('provider_registered', NULL, NULL, v_name,
-        jsonb_build_object('updated', existed, 'auth_method', v_auth_method, 'preset', preset));
+    -- who changed what: field names, old and new values of what is not
+    -- secret (extra_params and extra_headers by their names only), never a
+    -- secret
+    IF NOT existed THEN
+        PERFORM oauth._event('provider_registered', NULL, NULL, v_name,
+            jsonb_build_object('updated', false, 'auth_method', v_auth_method, 'preset', preset,
+                               'by', v_caller, 'session_user', session_user));
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_object_agg(f, jsonb_build_object('old', o, 'new', n)), '{}') INTO v_changed
+      FROM (VALUES ('token_url', to_jsonb(v_old.token_url), to_jsonb(v_token_url)),
+                   ('revoke_url', to_jsonb(v_old.revoke_url), to_jsonb(v_revoke_url)),
+                   ('authorize_url', to_jsonb(v_old.authorize_url), to_jsonb(v_authorize_url)),
+                   ('client_id', to_jsonb(v_old.client_id), to_jsonb(client_id)),
+                   ('auth_method', to_jsonb(v_old.auth_method), to_jsonb(v_auth_method)),
+                   ('refresh_buffer', to_jsonb(v_old.refresh_buffer), to_jsonb(refresh_buffer)),
+                   ('default_lifetime', to_jsonb(v_old.default_lifetime), to_jsonb(v_default_lifetime)),
+                   ('refresh_token_idle_ttl', to_jsonb(v_old.refresh_token_idle_ttl), to_jsonb(v_idle_ttl)),
+                   ('extra_params', to_jsonb(ARRAY(SELECT jsonb_object_keys(v_old.extra_params))),
+                                    to_jsonb(ARRAY(SELECT jsonb_object_keys(coalesce(v_extra_params, '{}'))))),
+                   ('extra_headers', to_jsonb(ARRAY(SELECT jsonb_object_keys(v_old.extra_headers))),
+                                     to_jsonb(ARRAY(SELECT jsonb_object_keys(coalesce(v_extra_headers, '{}'))))),
+                   ('body_format', to_jsonb(v_old.body_format), to_jsonb(v_body_format)),
+                   ('reauth_errors', to_jsonb(v_old.reauth_errors), to_jsonb(coalesce(v_reauth_errors, '{}'))),
+                   ('max_concurrency', to_jsonb(v_old.max_concurrency), to_jsonb(max_concurrency)),
+                   ('allowed_hosts', to_jsonb(v_old.allowed_hosts), to_jsonb(coalesce(v_allowed_hosts, '{}'))),
+                   ('preset', to_jsonb(v_old.preset), to_jsonb(preset)),
+                   ('rotation_grace', to_jsonb(v_old.rotation_grace), to_jsonb(v_rotation_grace))) AS d(f, o, n)
+     WHERE o IS DISTINCT FROM n;
+    -- extra_params and extra_headers may hold keys: values changed under
+    -- the same names show as changed, without them
+    IF v_old.extra_params IS DISTINCT FROM coalesce(v_extra_params, '{}') AND NOT v_changed ? 'extra_params' THEN
+        v_changed := v_changed || '{"extra_params": "changed"}';
+    END IF;
+    IF v_old.extra_headers IS DISTINCT FROM coalesce(v_extra_headers, '{}') AND NOT v_changed ? 'extra_headers' THEN
+        v_changed := v_changed || '{"extra_headers": "changed"}';
+    END IF;
+    IF client_secret IS NOT NULL THEN
+        v_changed := v_changed || jsonb_build_object('client_secret',
+            CASE WHEN v_old.client_secret_ciphertext IS NOT NULL
+                      AND oauth._open(v_old.client_secret_ciphertext, 'provider/' || v_name || '/client_secret')
+                          = client_secret
+                 THEN 'given again' ELSE 'changed' END);
+    END IF;
+    PERFORM oauth._event('provider_changed', NULL, NULL, v_name,
+        jsonb_build_object('changed', v_changed, 'moved', to_jsonb(v_moved),
+                           'resumed', v_old.paused_at IS NOT NULL,
+                           'pause_reason', v_old.pause_reason,
+                           'by', v_caller, 'session_user', session_user));
 END $$;
 
 -- Public: store tokens obtained elsewhere.
@@ -313,6 +486,7 @@ BEGIN
     PERFORM oauth._not_null('access_token', access_token);
     PERFORM oauth._not_null('scope', scope);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
         RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
@@ -380,8 +554,6 @@ BEGIN
         jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
                                        WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
                                        ELSE 'active' END));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'active')::text);
 END $$;
 
 -- Public: remove a connection; its events stay.

@@ -192,8 +192,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
@@ -237,6 +235,7 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -289,6 +288,7 @@ BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
     PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     p := oauth._provider(provider);
     r := oauth._provider_call(provider, 'token',
             CASE WHEN cardinality(scope) > 0
@@ -361,6 +361,4 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;
