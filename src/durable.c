@@ -51,7 +51,9 @@
 #include "worker.h"
 
 static SPIPlanPtr plan_record = NULL;
+static SPIPlanPtr plan_record_set = NULL;
 static SPIPlanPtr plan_forget = NULL;
+static SPIPlanPtr plan_forget_set = NULL;
 
 /*
  * The schema the worker's database has.  A 1.0 schema, between the restart
@@ -93,6 +95,21 @@ prepare_answer_plans(void)
 	plan_forget = prepare_saved(
 		"DELETE FROM oauth.pending_answers WHERE id OPERATOR(pg_catalog.=) $1::pg_catalog.int8",
 		1, (Oid[]) {INT8OID});
+	/* a batch of answers in one statement; ids mapped back by connection */
+	plan_record_set = prepare_saved(
+		"INSERT INTO oauth.pending_answers "
+		"  (connection_id, generation, seen_version, answer_ciphertext, received_at) "
+		"SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), "
+		"                         pg_catalog.unnest($2::pg_catalog.int8[]), "
+		"                         pg_catalog.unnest($3::pg_catalog.int8[]), "
+		"                         pg_catalog.unnest($4::pg_catalog.bytea[]), "
+		"                         pg_catalog.unnest($5::pg_catalog.timestamptz[])) "
+		"RETURNING id, connection_id",
+		5, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TIMESTAMPTZARRAYOID});
+	plan_forget_set = prepare_saved(
+		"DELETE FROM oauth.pending_answers "
+		" WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[])",
+		1, (Oid[]) {INT8ARRAYOID});
 }
 
 /* ---- the answer as one sealed value ---------------------------------------- */
@@ -186,15 +203,15 @@ answer_from_json(char *json, TokenAnswer *a)
 
 /* ---- record first ---------------------------------------------------------- */
 
-/* Insert one job's answer; inside a subtransaction of the record batch. */
+/*
+ * The columns of job's record in oauth.pending_answers: connection, its
+ * generation and version, the sealed answer, when it was received.
+ */
 static void
-record_one(Job *job)
+record_values(Job *job, Datum *v)
 {
 	TokenAnswer *a = &job->ans;
-	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 	char	   *json;
-	Datum		v[5];
-	bool		isnull;
 
 	if (job->client_credentials && a->refresh_token)
 	{
@@ -210,6 +227,17 @@ record_one(Job *job)
 									  oauth_conn_context(job->idstr, "pending")));
 	explicit_bzero(json, strlen(json));
 	v[4] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
+}
+
+/* Insert one job's answer; inside a subtransaction of the record batch. */
+static void
+record_one(Job *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+	Datum		v[5];
+	bool		isnull;
+
+	record_values(job, v);
 	if (exec_plan(plan_record, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not record an answer");
 	job->pending_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -217,43 +245,105 @@ record_one(Job *job)
 	MemoryContextSwitchTo(old);
 }
 
+/* Does job have an answer with tokens not yet recorded? */
+static bool
+to_record(Job *job)
+{
+	return job->ans.klass == RO_REFRESHED && job->pending_id == 0;
+}
+
+/*
+ * Insert every answer to record in one statement; inside a subtransaction
+ * (arg: the List of jobs).  The new ids come back with their connection.
+ */
+static void
+record_set(void *arg)
+{
+	List	   *jobs = (List *) arg;
+	int			n = 0;
+	int			cap = list_length(jobs);
+	Datum	   *cols[5];
+	Datum		v[5];
+	Oid			types[5] = {UUIDOID, INT8OID, INT8OID, BYTEAOID, TIMESTAMPTZOID};
+	ListCell   *lc;
+
+	for (int c = 0; c < 5; c++)
+		cols[c] = palloc(sizeof(Datum) * cap);
+	foreach(lc, jobs)
+	{
+		Job		   *job = lfirst(lc);
+		Datum		row[5];
+
+		if (!to_record(job))
+			continue;
+		record_values(job, row);
+		for (int c = 0; c < 5; c++)
+			cols[c][n] = row[c];
+		n++;
+	}
+	for (int c = 0; c < 5; c++)
+		v[c] = datum_array(cols[c], NULL, n, types[c]);
+	if (exec_plan(plan_record_set, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != (uint64) n)
+		elog(ERROR, "could not record answers");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(spi_column(t, d, "id", &isnull));
+		pg_uuid_t  *conn = DatumGetUUIDP(spi_column(t, d, "connection_id", &isnull));
+
+		foreach(lc, jobs)
+		{
+			Job		   *job = lfirst(lc);
+
+			if (to_record(job) && memcmp(&job->id, conn, sizeof(pg_uuid_t)) == 0)
+			{
+				job->pending_id = id;
+				break;
+			}
+		}
+	}
+}
+
 /*
  * Make the answers with tokens among jobs durable: one short transaction,
- * no lock on any connection.  An answer that cannot be recorded (the key
- * file unreadable, say) stays in memory and is recorded on the next try.
- * Outside any batch.
+ * one statement, no lock on any connection.  If the statement fails (the
+ * key file unreadable, say), each answer is recorded alone, and one that
+ * cannot be stays in memory and is recorded on the next try.  Outside any
+ * batch.
  */
 void
 answers_record(List *jobs)
 {
 	ListCell   *lc;
 	bool		any = false;
+	char	   *err;
 
 	foreach(lc, jobs)
-	{
-		Job		   *job = lfirst(lc);
-
-		if (job->ans.klass == RO_REFRESHED && job->pending_id == 0)
-			any = true;
-	}
+		any |= to_record(lfirst(lc));
 	if (!any || worker_schema < SCHEMA_1_1)
 		return;
 	begin_work("oauth_tokens: recording answers");
 	prepare_answer_plans();
-	foreach(lc, jobs)
+	if (!try_isolated(record_set, jobs, CurrentMemoryContext, &err, NULL))
 	{
-		Job		   *job = lfirst(lc);
-		bool		failed;
-		char	   *err;
-
-		if (job->ans.klass != RO_REFRESHED || job->pending_id != 0)
-			continue;
-		run_isolated(job, record_one, &failed, &err, NULL);
-		if (failed)
+		foreach(lc, jobs)
 		{
+			Job		   *job = lfirst(lc);
+			bool		failed;
+
+			if (!to_record(job))
+				continue;
 			job->pending_id = 0;
-			ereport(WARNING,
-					(errmsg("oauth_tokens: could not record an answer, keeping it in memory: %s", err)));
+			run_isolated(job, record_one, &failed, &err, NULL);
+			if (failed)
+			{
+				job->pending_id = 0;
+				ereport(WARNING,
+						(errmsg("oauth_tokens: could not record an answer, keeping it in memory: %s", err)));
+			}
 		}
 	}
 	end_work();
@@ -264,6 +354,28 @@ answers_record(List *jobs)
 		if (job->pending_id != 0 && job->durable_us == 0 && job->answered_at != 0)
 			job->durable_us = Max(1, GetCurrentTimestamp() - job->answered_at);
 	}
+}
+
+/*
+ * The answers of jobs[0..n-1] were applied: delete their records in one
+ * statement.  Inside the transaction that applied them.
+ */
+void
+answers_forget_set(Job **jobs, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	int			k = 0;
+	Datum		v;
+
+	for (int i = 0; i < n; i++)
+		if (jobs[i]->pending_id != 0)
+			ids[k++] = Int64GetDatum(jobs[i]->pending_id);
+	if (k == 0)
+		return;
+	prepare_answer_plans();
+	v = datum_array(ids, NULL, k, INT8OID);
+	if (exec_plan(plan_forget_set, &v, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete recorded answers");
 }
 
 /*

@@ -92,6 +92,12 @@ static SPIPlanPtr plan_success = NULL;
 static SPIPlanPtr plan_transient = NULL;
 static SPIPlanPtr plan_reauth = NULL;
 static SPIPlanPtr plan_pause = NULL;
+static SPIPlanPtr plan_lock_row = NULL;
+static SPIPlanPtr plan_store_set = NULL;
+
+/* the element types of oauth._store_answers' arrays, in order */
+static const Oid store_types[9] = {UUIDOID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID,
+INT8OID, INT8OID, TEXTOID, JSONBOID};
 
 /* answers to store again: their row was locked, or their write failed */
 static dlist_head kept = DLIST_STATIC_INIT(kept);
@@ -111,10 +117,25 @@ prepare_plans(void)
 	 * such function: there the answer is stored as 1.0 stored it, until
 	 * the worker notices the update (job_plans_reset).
 	 */
-	plan_success = prepare_saved(worker_schema >= SCHEMA_1_1 ?
-		"SELECT oauth._store_answer($1, $8, $9, $2, $3, $4, $5, $6, $7, false)" :
-		STORE_ANSWER_1_0,
-		9, (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID, TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
+	if (worker_schema >= SCHEMA_1_1)
+	{
+		/* a set of answers, and one alone: the same statement */
+		plan_store_set = prepare_saved(
+			"SELECT s.id FROM oauth._store_answers($1, $2, $3, $4, $5, $6, $7, $8, $9, false) AS s(id)",
+			9, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID,
+			BYTEAARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID});
+		plan_success = prepare_saved(
+			"SELECT EXISTS (SELECT FROM oauth._store_answers($1, $2, $3, $4, $5, $6, $7, $8, $9, false))",
+			9, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID,
+			BYTEAARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID});
+		plan_lock_row = prepare_saved(
+			"SELECT FROM oauth.connections WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+			1, (Oid[]) {UUIDOID});
+	}
+	else
+		plan_success = prepare_saved(STORE_ANSWER_1_0, 9,
+									 (Oid[]) {UUIDOID, BYTEAOID, BYTEAOID, INT8OID, INT8OID,
+									 TEXTOID, JSONBOID, INT8OID, TIMESTAMPTZOID});
 	/*
 	 * exponential back-off with jitter: 5 s, 10 s, ... capped at 1 hour.
 	 * One draw sets both columns: the sweep looks only at refresh_after, so
@@ -144,8 +165,193 @@ prepare_plans(void)
 		2, (Oid[]) {TEXTOID, TEXTOID});
 }
 
+/* The refreshed event's detail (never a secret). */
+static char *
+refreshed_detail(Job *job)
+{
+	TokenAnswer *a = &job->ans;
+	int64		ms = job->started ? (GetCurrentTimestamp() - job->started) / 1000 : 0;
+
+	return psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
+					", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s"
+					", \"durable_us\": " INT64_FORMAT ", \"store_attempts\": %d%s}",
+					a->http_status, ms, a->refresh_token ? "true" : "false",
+					a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
+					(job->flags & REQ_SWEEP) ? "\"sweep\"" :
+					(job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+					job->durable_us, job->store_failures + 1,
+					job->lost == LOST_RESENT ? ", \"recovered\": \"answer_lost\"" : "");
+}
+
 /*
- * Step 3 for one job: apply the provider's answer (job->ans) to the
+ * The columns oauth._store_answers takes for job's answer (v[9], nulls
+ * n[9]): connection, version, answered_at, sealed access and refresh
+ * tokens, expires_in, rt_expires_in, scope, metadata.  A client-credentials
+ * grant never stores a refresh token.  The answer's tokens stay in job->ans
+ * until job_publish(): a write that meets a locked row is retried with them.
+ */
+static void
+answer_values(Job *job, Datum *v, bool *n)
+{
+	TokenAnswer *a = &job->ans;
+
+	if (job->client_credentials && a->refresh_token)
+	{
+		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
+		a->refresh_token = NULL;
+	}
+	memset(n, 0, sizeof(bool) * 9);
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = Int64GetDatum(job->seen_version);
+	/* expiry counts from the answer, not from a retried write */
+	v[2] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
+	v[3] = PointerGetDatum(oauth_seal(a->access_token, strlen(a->access_token),
+									  oauth_conn_context(job->idstr, "access")));
+	n[4] = a->refresh_token == NULL;
+	v[4] = n[4] ? (Datum) 0 :
+		PointerGetDatum(oauth_seal(a->refresh_token, strlen(a->refresh_token),
+								   oauth_conn_context(job->idstr, "refresh")));
+	n[5] = !a->has_expires_in;
+	v[5] = Int64GetDatum(a->expires_in);
+	n[6] = !a->has_rt_expires_in;
+	v[6] = Int64GetDatum(a->rt_expires_in);
+	n[7] = a->scope == NULL;
+	v[7] = n[7] ? (Datum) 0 : CStringGetTextDatum(a->scope);
+	v[8] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
+}
+
+/* Step 3 for one new token, alone (the batch could not store it). */
+static void
+finish_refreshed(Job *job)
+{
+	Datum		v[9];
+	bool		n[9];
+	char		nulls[9];
+	Datum		one[9];
+	bool		stored;
+	bool		isnull;
+
+	answer_values(job, v, n);
+	if (worker_schema >= SCHEMA_1_1)
+	{
+		/* wait for its row lock here (lock_timeout): a locked row keeps it */
+		if (exec_plan(plan_lock_row, v, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the connection");
+		for (int i = 0; i < 9; i++)
+		{
+			one[i] = datum_array(&v[i], &n[i], 1, store_types[i]);
+			nulls[i] = ' ';
+		}
+	}
+	else
+	{
+		/* 1.0's statement: $1 id, $2..$7 the answer, $8 version, $9 answered_at */
+		int			map[9] = {0, 3, 4, 5, 6, 7, 8, 1, 2};
+
+		for (int i = 0; i < 9; i++)
+		{
+			one[i] = v[map[i]];
+			nulls[i] = n[map[i]] ? 'n' : ' ';
+		}
+	}
+	if (exec_plan(plan_success, one, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not store refreshed token");
+	stored = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		!isnull;
+	/* applied (or superseded): the recorded answer goes, atomically */
+	answers_forget(job);
+	if (!stored)
+	{
+		/* the row moved on (re-authorized, revoked, deleted): discard */
+		job->outcome = RO_NOT_NEEDED;
+		job->message = pstrdup("superseded by a newer change to the connection");
+		return;
+	}
+	add_event(job->workspace_id, &job->id, job->provider, "refreshed", refreshed_detail(job));
+}
+
+/* Step 3 for a dead grant: reauth_required, its reason, its event. */
+static void
+finish_reauth(Job *job)
+{
+	TokenAnswer *a = &job->ans;
+	Datum		v[3];
+	const char *code = a->error_code ? a->error_code : "invalid_grant";
+	const char *reason = NULL;
+
+	/*
+	 * After a request that was sent and never answered, a dead grant most
+	 * likely means the provider rotated the token in the answer we lost:
+	 * say so, it is not the customer revoking access.
+	 */
+	if (job->lost != LOST_NONE)
+		reason = "answer_lost";
+	else if (a->tenant_failure)
+		reason = "tenant_rejected";
+	if (reason)
+		code = psprintf("%s: %s", reason, code);
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = CStringGetTextDatum(code);
+	v[2] = Int64GetDatum(job->seen_version);
+	if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not mark connection");
+	if (SPI_processed > 0)
+		add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
+				  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s%s%s%s}",
+						   json_str(a->error_code), a->http_status, json_str(a->message),
+						   reason ? ", \"reason\": \"" : "", reason ? reason : "",
+						   reason ? "\"" : ""));
+	job->message = (char *) code;
+}
+
+/* Step 3 for a provider misconfigured: pause it, say so. */
+static void
+finish_provider(Job *job)
+{
+	TokenAnswer *a = &job->ans;
+	Datum		v[2];
+
+	v[0] = CStringGetTextDatum(job->provider);
+	v[1] = CStringGetTextDatum(a->message);
+	if (exec_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not pause provider");
+	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+			  psprintf("{\"class\": \"provider\", \"error\": %s, \"http_status\": %ld}",
+					   json_str(a->message), a->http_status));
+	ereport(LOG,
+			(errmsg("oauth_tokens: provider \"%s\" paused: %s", job->provider, a->message),
+			 errhint("Fix its client credentials with oauth.register_provider().")));
+}
+
+/* Step 3 for a transient failure: its back-off (counted once), its event. */
+static void
+finish_transient(Job *job)
+{
+	TokenAnswer *a = &job->ans;
+	Datum		v[5];
+	bool		isnull;
+
+	v[0] = UUIDPGetDatum(&job->id);
+	v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
+	v[2] = Float8GetDatum((double) a->retry_after_s);
+	v[3] = Int64GetDatum(job->seen_version);
+	v[4] = Int32GetDatum(job->failures_recorded > 0 ? 0 : 1);
+	if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record failure");
+	job->outcome = RO_TRANSIENT;
+	if (SPI_processed == 0)
+		return;
+	job->next_attempt = DatumGetTimestampTz(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+													   "next_attempt_at", &isnull));
+	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
+			  psprintf("{\"class\": \"transient\", \"error\": %s, \"http_status\": %ld, "
+					   "\"next_attempt_at\": %s, \"retry_after\": %d}",
+					   json_str(a->message), a->http_status,
+					   json_str(timestamptz_to_str(job->next_attempt)), a->retry_after_s));
+}
+
+/*
+ * Step 3 for one job, alone: apply the provider's answer (job->ans) to the
  * connection, with a version check, and record the event.  Runs in a
  * subtransaction of a batch, in job->cxt.
  */
@@ -154,8 +360,6 @@ finish_job(Job *job)
 {
 	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 	TokenAnswer *a = &job->ans;
-	int64		ms = job->started ? (GetCurrentTimestamp() - job->started) / 1000 : 0;
-	char	   *detail;
 
 	prepare_plans();
 	if (a->klass != RO_REFRESHED)
@@ -164,148 +368,143 @@ finish_job(Job *job)
 		(void) tenant_failure(a, job->templated_url);	/* may make it this connection's failure */
 	job->outcome = a->klass;
 	job->message = a->message;
-	if (a->klass == RO_REFRESHED && job->client_credentials && a->refresh_token)
-	{
-		/* never stored for this grant: renewal uses the client's credentials */
-		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
-		a->refresh_token = NULL;
-	}
 	if (a->klass == RO_REFRESHED)
-	{
-		bool		stored;
-		Datum		v[9];
-		char		n[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		bytea	   *at = oauth_seal(a->access_token, strlen(a->access_token),
-									oauth_conn_context(job->idstr, "access"));
-
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = PointerGetDatum(at);
-		if (a->refresh_token)
-			v[2] = PointerGetDatum(oauth_seal(a->refresh_token, strlen(a->refresh_token),
-											  oauth_conn_context(job->idstr, "refresh")));
-		else
-			n[2] = 'n';
-		v[3] = Int64GetDatum(a->expires_in);
-		if (!a->has_expires_in)
-			n[3] = 'n';
-		v[4] = Int64GetDatum(a->rt_expires_in);
-		if (!a->has_rt_expires_in)
-			n[4] = 'n';
-		if (a->scope)
-			v[5] = CStringGetTextDatum(a->scope);
-		else
-			n[5] = 'n';
-		v[6] = DirectFunctionCall1(jsonb_in, CStringGetDatum(a->metadata_json ? a->metadata_json : "{}"));
-		v[7] = Int64GetDatum(job->seen_version);
-		/* expiry counts from the answer, not from a retried write */
-		v[8] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
-		/* the answer's tokens stay in job->ans until publish(): a write that
-		 * meets a locked row is retried with them */
-		if (exec_plan(plan_success, v, n, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not store refreshed token");
-		{
-			bool		isnull;
-
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull);
-
-			stored = !isnull && DatumGetBool(d);
-		}
-		/* applied (or superseded): the recorded answer goes, atomically */
-		answers_forget(job);
-		if (!stored)
-		{
-			/* the row moved on (re-authorized, revoked, deleted): discard */
-			job->outcome = RO_NOT_NEEDED;
-			job->message = pstrdup("superseded by a newer change to the connection");
-			MemoryContextSwitchTo(old);
-			return;
-		}
-		detail = psprintf("{\"http_status\": %ld, \"duration_ms\": " INT64_FORMAT
-						  ", \"rotated\": %s, \"expires_in\": %s, \"trigger\": %s"
-						  ", \"durable_us\": " INT64_FORMAT ", \"store_attempts\": %d%s}",
-						  a->http_status, ms, a->refresh_token ? "true" : "false",
-						  a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
-						  (job->flags & REQ_SWEEP) ? "\"sweep\"" :
-						  (job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
-						  job->durable_us, job->store_failures + 1,
-						  job->lost == LOST_RESENT ? ", \"recovered\": \"answer_lost\"" : "");
-		add_event(job->workspace_id, &job->id, job->provider, "refreshed", detail);
-	}
+		finish_refreshed(job);
 	else if (a->klass == RO_REAUTH)
-	{
-		Datum		v[3];
-
-		const char *code = a->error_code ? a->error_code : "invalid_grant";
-		const char *reason = NULL;
-
-		/*
-		 * After a request that was sent and never answered, a dead grant
-		 * most likely means the provider rotated the token in the answer we
-		 * lost: say so, it is not the customer revoking access.
-		 */
-		if (job->lost != LOST_NONE)
-			reason = "answer_lost";
-		else if (a->tenant_failure)
-			reason = "tenant_rejected";
-		if (reason)
-			code = psprintf("%s: %s", reason, code);
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(code);
-		v[2] = Int64GetDatum(job->seen_version);
-		if (exec_plan(plan_reauth, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not mark connection");
-		if (SPI_processed > 0)
-			add_event(job->workspace_id, &job->id, job->provider, "reauth_required",
-					  psprintf("{\"error\": %s, \"http_status\": %ld, \"message\": %s%s%s%s}",
-							   json_str(a->error_code), a->http_status, json_str(a->message),
-							   reason ? ", \"reason\": \"" : "", reason ? reason : "",
-							   reason ? "\"" : ""));
-		job->message = (char *) code;
-	}
+		finish_reauth(job);
 	else if (a->klass == RO_PROVIDER)
-	{
-		Datum		v[2];
-
-		v[0] = CStringGetTextDatum(job->provider);
-		v[1] = CStringGetTextDatum(a->message);
-		if (exec_plan(plan_pause, v, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not pause provider");
-		add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
-				  psprintf("{\"class\": \"provider\", \"error\": %s, \"http_status\": %ld}",
-						   json_str(a->message), a->http_status));
-		ereport(LOG,
-				(errmsg("oauth_tokens: provider \"%s\" paused: %s", job->provider, a->message),
-				 errhint("Fix its client credentials with oauth.register_provider().")));
-	}
+		finish_provider(job);
 	else
-	{
-		Datum		v[5];
-		TimestampTz next = 0;
-
-		v[0] = UUIDPGetDatum(&job->id);
-		v[1] = CStringGetTextDatum(a->message ? a->message : "refresh failed");
-		v[2] = Float8GetDatum((double) a->retry_after_s);
-		v[3] = Int64GetDatum(job->seen_version);
-		v[4] = Int32GetDatum(job->failures_recorded > 0 ? 0 : 1);	/* counted once */
-		if (exec_plan(plan_transient, v, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not record failure");
-		if (SPI_processed > 0)
-		{
-			bool		isnull;
-
-			next = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 1, &isnull));
-			job->next_attempt = next;
-			add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
-					  psprintf("{\"class\": \"transient\", \"error\": %s, \"http_status\": %ld, "
-							   "\"next_attempt_at\": %s, \"retry_after\": %d}",
-							   json_str(a->message), a->http_status,
-							   json_str(timestamptz_to_str(next)), a->retry_after_s));
-		}
-		job->outcome = RO_TRANSIENT;
-	}
+		finish_transient(job);
 	MemoryContextSwitchTo(old);
+}
+
+/* New tokens stored together (store_set); stored[i]: jobs[i]'s row took it. */
+typedef struct StoreSet
+{
+	Job		  **jobs;
+	bool	   *stored;
+	int			n;
+} StoreSet;
+
+/*
+ * Store every new token of the set in one statement (oauth._store_answers:
+ * version-checked, locked rows skipped), delete their records in one
+ * statement and record their events in one.  Inside a subtransaction
+ * (try_isolated): if anything fails, none of it stays and each job is
+ * stored alone.
+ */
+static void
+store_set(void *arg)
+{
+	StoreSet   *s = (StoreSet *) arg;
+	Datum	   *cols[9];
+	bool	   *nulls[9];
+	Datum		v[9];
+	Job		  **done = palloc(sizeof(Job *) * s->n);
+	char	  **ws = palloc(sizeof(char *) * s->n);
+	char	  **prov = palloc(sizeof(char *) * s->n);
+	char	  **detail = palloc(sizeof(char *) * s->n);
+	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * s->n);
+	int			k = 0;
+
+	prepare_plans();
+	for (int c = 0; c < 9; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * s->n);
+		nulls[c] = palloc(sizeof(bool) * s->n);
+	}
+	for (int i = 0; i < s->n; i++)
+	{
+		Datum		row[9];
+		bool		rn[9];
+
+		answer_values(s->jobs[i], row, rn);
+		for (int c = 0; c < 9; c++)
+		{
+			cols[c][i] = row[c];
+			nulls[c][i] = rn[c];
+		}
+	}
+	for (int c = 0; c < 9; c++)
+		v[c] = datum_array(cols[c], nulls[c], s->n, store_types[c]);
+	if (exec_plan(plan_store_set, v, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not store refreshed tokens");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(spi_column(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+												  "id", &isnull));
+
+		for (int i = 0; i < s->n; i++)
+			if (!s->stored[i] && memcmp(&s->jobs[i]->id, id, sizeof(pg_uuid_t)) == 0)
+			{
+				s->stored[i] = true;
+				break;
+			}
+	}
+	for (int i = 0; i < s->n; i++)
+	{
+		Job		   *job = s->jobs[i];
+
+		if (!s->stored[i])
+			continue;
+		done[k] = job;
+		ws[k] = job->workspace_id;
+		prov[k] = job->provider;
+		ids[k] = job->id;
+		detail[k] = refreshed_detail(job);
+		k++;
+	}
+	answers_forget_set(done, k);
+	add_events(k, ws, ids, prov, "refreshed", detail);
+}
+
+/*
+ * The new tokens among done (ANSWERED, RO_REFRESHED), stored together:
+ * returns the jobs still to store one at a time (rows locked, moved on or
+ * failing, or all of them if the set statement failed).  Inside a batch.
+ */
+static List *
+store_refreshed(List *done)
+{
+	StoreSet	s;
+	List	   *alone = NIL;
+	ListCell   *lc;
+	char	   *err;
+
+	s.jobs = palloc(sizeof(Job *) * list_length(done));
+	s.n = 0;
+	foreach(lc, done)
+	{
+		Job		   *job = lfirst(lc);
+
+		if (job->ans.klass == RO_REFRESHED && worker_schema >= SCHEMA_1_1)
+			s.jobs[s.n++] = job;
+		else
+			alone = lappend(alone, job);
+	}
+	s.stored = palloc0(sizeof(bool) * Max(s.n, 1));
+	if (s.n > 0 && !try_isolated(store_set, &s, CurrentMemoryContext, &err, NULL))
+	{
+		ereport(LOG,
+				(errmsg("oauth_tokens: storing %d new tokens together failed, storing each alone: %s",
+						s.n, err)));
+		memset(s.stored, 0, sizeof(bool) * s.n);
+	}
+	for (int i = 0; i < s.n; i++)
+	{
+		Job		   *job = s.jobs[i];
+
+		if (!s.stored[i])
+			alone = lappend(alone, job);
+		else
+		{
+			job->outcome = RO_REFRESHED;
+			job->message = job->ans.message;
+		}
+	}
+	return alone;
 }
 
 /*
@@ -326,7 +525,7 @@ jobs_finish(List *done)
 	/* answers with tokens are made durable first, in their own transaction */
 	answers_record(done);
 	begin_work("oauth_tokens: storing refresh results");
-	foreach(lc, done)
+	foreach(lc, store_refreshed(done))
 	{
 		Job		   *job = lfirst(lc);
 		bool		failed;
@@ -608,7 +807,8 @@ job_record_transient(Job *job, const char *message)
 void
 finish_plans_reset(void)
 {
-	SPIPlanPtr *plans[] = {&plan_success, &plan_transient, &plan_reauth, &plan_pause};
+	SPIPlanPtr *plans[] = {&plan_success, &plan_transient, &plan_reauth, &plan_pause,
+	&plan_lock_row, &plan_store_set};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{

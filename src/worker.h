@@ -238,6 +238,7 @@ extern SchemaVersion worker_schema;
 extern bool schema_check(void);
 extern void answers_record(List *jobs);
 extern void answers_forget(Job *job);
+extern void answers_forget_set(Job **jobs, int n);
 extern List *answers_recorded(void);
 extern void answers_open(const RecordedAnswer *r, const char *idstr, TokenAnswer *a);
 
@@ -251,9 +252,14 @@ extern int	exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 					  bool read_only, long count);
 extern void run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out,
 						 int *sqlstate);
+extern bool try_isolated(void (*fn) (void *arg), void *arg, MemoryContext errcxt,
+						 char **errmsg_out, int *sqlstate);
+extern void add_events(int n, char **workspaces, pg_uuid_t *ids, char **providers,
+					   const char *event, char **details);
 extern void add_event(const char *workspace, const pg_uuid_t *id,
 					  const char *provider, const char *event,
 					  const char *detail_json);
 extern char *json_str(const char *s);
+extern Datum datum_array(Datum *values, bool *nulls, int n, Oid elemtype);
 
 #endif
