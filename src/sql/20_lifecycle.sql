@@ -103,7 +103,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
                AS a(id, version, answered_at, access, refresh, expires_in,
                     rt_expires_in, scope, metadata)
     ), locked AS (
-        SELECT cn.id, cn.provider, cn.grant_type, cn.refresh_token_ciphertext,
+        SELECT cn.id, cn.version, cn.provider, cn.grant_type, cn.refresh_token_ciphertext,
                cn.refresh_token_expires_at, cn.scope
           FROM oauth.connections cn
          WHERE cn.id = ANY (p_ids)
@@ -128,9 +128,8 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
                p.refresh_buffer, p.refresh_token_idle_ttl
           FROM locked l
           JOIN a ON a.id = l.id
-          JOIN oauth.connections cn ON cn.id = l.id
           JOIN oauth.providers p ON p.name = l.provider
-         WHERE a.version IS NULL OR cn.version = a.version
+         WHERE a.version IS NULL OR l.version = a.version
     )
     UPDATE oauth.connections cn SET
         grant_type = v.grant_type,
