@@ -4,30 +4,31 @@
  *	  Step 3 of a refresh job: storing its result; the answers kept until
  *	  their row can take them.
  *
- * jobs_finish() stores a batch of results (ANSWERED jobs) in one
- * transaction, each job in its own subtransaction, and publishes their
- * outcomes (ANSWERED -> DONE), or keeps the answers it could not apply
- * (ANSWERED -> KEPT).
+ * jobs_finish() stores the results that arrived together (ANSWERED jobs)
+ * in one transaction and publishes their outcomes (ANSWERED -> DONE) right
+ * after its commit, or keeps the answers it could not apply (ANSWERED ->
+ * KEPT).
  *
  * Rules:
- *	- finish_job() is the one place where a refresh's result is applied to
- *	  the connection: the new tokens (sealed for the row), the expiry counted
- *	  from when the answer arrived, the event; or the failure, its back-off
- *	  and event; or the dead grant; or the provider's pause.  Every write is
- *	  version-checked: a stale result never overwrites a newer one.
- *	- What a token answer stores (tokens, scope, expiries, metadata,
- *	  refresh_after, the reset failure state) is computed and written by
- *	  oauth._store_answer (src/sql/20_lifecycle.sql), the same function
- *	  exchange_code and client_credentials store their grant with: the two
- *	  paths cannot drift.  Here it is called with the job's version, so it
- *	  applies only to a live connection nobody changed meanwhile.
- *	- Row locks are waited for briefly (lock_timeout, batch.c).  An answer
- *	  with tokens is recorded in oauth.pending_answers before it is applied
- *	  (durable.c); whatever stops the apply (a locked row, any error) keeps
- *	  it (KEPT): its waiters hear "transient" at once, it is stored again
- *	  later (jobs_retry_writes), and no new refresh of that connection
- *	  starts meanwhile (jobs_kept_for).  Applying it deletes its record in
- *	  the same subtransaction.
+ *	- Sets, not loops.  The new tokens of the batch are recorded in
+ *	  oauth.pending_answers with one statement and one commit (durable.c),
+ *	  then applied with one statement, oauth._store_answers
+ *	  (src/sql/20_lifecycle.sql: the one writer of what a grant stores, used
+ *	  with one row by exchange_code and client_credentials too), their
+ *	  records deleted with one and their events inserted with one, in one
+ *	  subtransaction (store_set).  Every write is version-checked: a stale
+ *	  result never overwrites a newer one.
+ *	- A locked or failing row never holds back the others: the set
+ *	  statement skips rows locked by another transaction; those, the rows
+ *	  that moved on, and every row of a set whose statement failed are
+ *	  stored one at a time (finish_job), each in its own subtransaction,
+ *	  waiting briefly for its row lock (lock_timeout, batch.c).  Failures,
+ *	  dead grants and pauses are stored one at a time too.
+ *	- Whatever stops the apply of new tokens (a locked row, any error)
+ *	  keeps them (KEPT): recorded, their waiters told "transient" at once,
+ *	  stored again later (jobs_retry_writes); no new refresh of that
+ *	  connection starts meanwhile (jobs_kept_for).  Applying an answer
+ *	  deletes its record in the same transaction.
  *	- A call whose callers were told after oauth.http_timeout records that
  *	  transient failure (job_record_transient) and counts it once.
  *
@@ -60,8 +61,8 @@
 
 /*
  * 1.0's store of a refresh answer, for a 1.0 schema only (see
- * prepare_plans); oauth._store_answer replaces it from 1.1 on.  Returns
- * whether the row was updated, as oauth._store_answer does.
+ * prepare_plans); oauth._store_answers replaces it from 1.1 on.  Returns
+ * whether the row was updated.
  */
 #define STORE_ANSWER_1_0 \
 	"WITH u AS (UPDATE oauth.connections c SET " \

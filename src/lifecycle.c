@@ -7,7 +7,7 @@
  * These are one-off administrative calls, so they run in the session that
  * asks (through the same http.c rules, auth methods and answer classes as
  * the worker's refreshes) and their results are written by the SQL
- * functions in the caller's transaction, through oauth._store_answer: the
+ * functions in the caller's transaction, through oauth._store_answers: the
  * one writer of what a grant stores, which the worker's refreshes use too
  * (src/finish.c).  Refreshes never come here.
  *
