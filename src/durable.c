@@ -240,8 +240,8 @@ record_one(Job *job)
 	record_values(job, v);
 	if (exec_plan(plan_record, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not record an answer");
-	job->pending_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 1, &isnull));
+	job->pending_id = DatumGetInt64(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											 "id", &isnull));
 	MemoryContextSwitchTo(old);
 }
 

@@ -87,7 +87,7 @@
 	"  FROM oauth.providers p " \
 	" WHERE p.name = c.provider AND c.id = $1 AND c.version = $8 " \
 	"   AND c.revoked_at IS NULL AND c.reauth_required_at IS NULL " \
-	"RETURNING 1) SELECT EXISTS (SELECT 1 FROM u)"
+	"RETURNING 1) SELECT EXISTS (SELECT 1 FROM u) AS stored"
 
 static SPIPlanPtr plan_success = NULL;
 static SPIPlanPtr plan_transient = NULL;
@@ -126,7 +126,7 @@ prepare_plans(void)
 			9, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID,
 			BYTEAARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID});
 		plan_success = prepare_saved(
-			"SELECT EXISTS (SELECT FROM oauth._store_answers($1, $2, $3, $4, $5, $6, $7, $8, $9, false))",
+			"SELECT EXISTS (SELECT FROM oauth._store_answers($1, $2, $3, $4, $5, $6, $7, $8, $9, false)) AS stored",
 			9, (Oid[]) {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID,
 			BYTEAARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID});
 		plan_lock_row = prepare_saved(
@@ -257,7 +257,7 @@ finish_refreshed(Job *job)
 	}
 	if (exec_plan(plan_success, one, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not store refreshed token");
-	stored = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+	stored = DatumGetBool(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "stored", &isnull)) &&
 		!isnull;
 	/* applied (or superseded): the recorded answer goes, atomically */
 	answers_forget(job);
@@ -780,8 +780,8 @@ record_transient(Job *job)
 		elog(ERROR, "could not record failure");
 	if (SPI_processed == 0)
 		return;
-	job->next_attempt = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 1, &isnull));
+	job->next_attempt = DatumGetTimestampTz(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+															   "next_attempt_at", &isnull));
 	add_event(job->workspace_id, &job->id, job->provider, "refresh_failed",
 			  psprintf("{\"class\": \"transient\", \"error\": %s, \"next_attempt_at\": %s, "
 					   "\"still_waiting\": true}",

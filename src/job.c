@@ -293,8 +293,8 @@ job_mark_rejected(Job *job)
 		elog(ERROR, "could not mark a rejected token");
 	if (SPI_processed > 0)
 	{
-		char	   *ws = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		char	   *prov = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		char	   *ws = spi_column_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "workspace_id");
+		char	   *prov = spi_column_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "provider");
 
 		add_event(ws, &job->id, prov, "token_rejected", "{}");
 	}

@@ -456,7 +456,7 @@ queue_sweep(void)
 	}
 	if (plan_due == NULL)
 		plan_due = prepare_saved(
-			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) "
+			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) AS rank "
 			"  FROM oauth._due_connections($1) WITH ORDINALITY AS d(id, version, workspace_id, provider, n) "
 			" ORDER BY n",
 			1, (Oid[]) {INT4OID});
@@ -475,9 +475,12 @@ queue_sweep(void)
 	{
 		bool		isnull;
 
-		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		versions[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		ranks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+
+		ids[i] = *DatumGetUUIDP(spi_column(t, d, "id", &isnull));
+		versions[i] = DatumGetInt64(spi_column(t, d, "version", &isnull));
+		ranks[i] = DatumGetInt64(spi_column(t, d, "rank", &isnull));
 	}
 	end_work();
 
