@@ -110,6 +110,20 @@ my $st = $p->stats;
 is($st->{total}, 0, 'the provider got no token request from the sessions');
 is(scalar @{ $st->{revocations} }, 0, '... and no revocation');
 
+# a host filled from a connection's metadata: that connection's failure only
+oauth_register($node, 'tpl', "http://{host}:$port/token", ", allowed_hosts => '{localhost}'");
+my $id3 = $node->safe_psql('postgres',
+	"SELECT oauth.create_connection('ws3', 'tpl', 'acct3', 'at-550c', 'g550c.0', now() + interval '1 hour', '{}', '{\"host\": \"localhost\"}')");
+$out = $node->safe_psql('postgres', "SELECT oauth.refresh('ws3', '$id3')");
+like($out, qr/^transient_failure: not sent: .*\(loopback\).*oauth\.allow_private_addresses/,
+	'a templated host that resolves to loopback: a transient failure of that connection')
+  or diag($out);
+is($node->safe_psql('postgres', "SELECT paused_at IS NULL FROM oauth.providers WHERE name = 'tpl'"), 't',
+	'... the provider is not paused for the others');
+like($node->safe_psql('postgres', "SELECT last_refresh_error FROM oauth.connection_status WHERE id = '$id3'"),
+	qr/^not sent: /, '... its last_refresh_error says it was not sent');
+is($p->stats->{total}, 0, '... and the provider got nothing');
+
 # ---- with the setting on, everything works ------------------------------------
 $node->append_conf('postgresql.conf', "oauth.allow_private_addresses = on\n");
 $node->reload;
