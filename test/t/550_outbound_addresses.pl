@@ -170,5 +170,27 @@ is($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')"), 'refreshe
 is($proxy->stats->{total}, 2, '... it went through the proxy');
 is($p->stats->{total}, $direct, '... and not directly');
 
+# a connection kept alive from while the setting was on is checked again
+# before each request: turning the setting off takes effect at once
+$node->append_conf('postgresql.conf', "oauth.http_proxy = ''\n");
+$node->reload;
+ok( oauth_poll(10, 0.2, sub {
+			$node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')");
+			$p->stats->{total} > $direct;
+		}),
+	'without oauth.http_proxy, refreshes go directly again (on a kept-alive connection)');
+$node->append_conf('postgresql.conf', "oauth.allow_private_addresses = off\n");
+$node->reload;
+ok( oauth_poll(10, 0.2, sub {
+			oauth_register($node, 'loc', "$local/token");
+			$node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')") =~ /^provider_error: not sent: /;
+		}),
+	'the setting turned off: the next refresh is refused, kept-alive connection or not');
+my $before_off = $p->stats->{total};
+oauth_register($node, 'loc', "$local/token");
+like($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')"), qr/^provider_error: not sent: /,
+	'... and every one after it');
+is($p->stats->{total}, $before_off, '... the provider gets nothing');
+
 $node->stop;
 done_testing();
