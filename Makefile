@@ -19,7 +19,8 @@ PG_CPPFLAGS += -DOAUTH_TOKENS_VERSION=\"$(EXT_VERSION)\"
 ifeq ($(WERROR),1)
 PG_CPPFLAGS += -Werror
 endif
-SHLIB_LINK = -lcurl
+# libcrypto (OpenSSL, which PostgreSQL itself links): signed client assertions (src/jwt.c)
+SHLIB_LINK = -lcurl -lcrypto
 
 # `make installcheck` runs pg_regress against the running server that
 # PGHOST/PGPORT/PGUSER name (a superuser; the server must preload the library

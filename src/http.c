@@ -282,11 +282,14 @@ http_init(void)
 
 /*
  * Start one request.  headers are "Name: value" strings.  The body is
- * copied; the caller may wipe its own copy at once.
+ * copied; the caller may wipe its own copy at once.  tls_cert and tls_key,
+ * when given, are a client certificate and its key in PEM
+ * (tls_client_auth): curl copies both, so the caller may wipe its own.
  */
 HttpCall *
 http_start(const char *method, const char *url, char **headers, int nheaders,
-		   const char *body, size_t body_len, void *owner)
+		   const char *body, size_t body_len, const char *tls_cert, const char *tls_key,
+		   void *owner)
 {
 	HttpCall   *call;
 	MemoryContext old = MemoryContextSwitchTo(http_cxt);
@@ -331,6 +334,17 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	call->via_proxy = oauth_http_proxy != NULL && oauth_http_proxy[0] != '\0';
 	curl_easy_setopt(call->easy, CURLOPT_PROXY, call->via_proxy ? oauth_http_proxy : "");
 	curl_easy_setopt(call->easy, CURLOPT_NOPROXY, "");
+	if (tls_cert && tls_key)
+	{
+		/* from memory, never a file; curl keeps copies until cleanup */
+		struct curl_blob cert = {(void *) tls_cert, strlen(tls_cert), CURL_BLOB_COPY};
+		struct curl_blob key = {(void *) tls_key, strlen(tls_key), CURL_BLOB_COPY};
+
+		curl_easy_setopt(call->easy, CURLOPT_SSLCERT_BLOB, &cert);
+		curl_easy_setopt(call->easy, CURLOPT_SSLCERTTYPE, "PEM");
+		curl_easy_setopt(call->easy, CURLOPT_SSLKEY_BLOB, &key);
+		curl_easy_setopt(call->easy, CURLOPT_SSLKEYTYPE, "PEM");
+	}
 	if (strcmp(method, "POST") == 0)
 	{
 		call->body = malloc(body_len + 1);
@@ -571,13 +585,13 @@ http_abort_all(void)
  */
 HttpCall *
 http_call_sync(const char *method, const char *url, char **headers, int nheaders,
-			   const char *body, size_t body_len)
+			   const char *body, size_t body_len, const char *tls_cert, const char *tls_key)
 {
 	HttpCall   *call;
 	HttpCall   *done = NULL;
 
 	http_init();
-	call = http_start(method, url, headers, nheaders, body, body_len, NULL);
+	call = http_start(method, url, headers, nheaders, body, body_len, tls_cert, tls_key, NULL);
 	/* the caller waits for this one itself: oauth.http_timeout, no longer */
 	curl_easy_setopt(call->easy, CURLOPT_TIMEOUT_MS, (long) oauth_http_timeout_ms);
 	PG_TRY();

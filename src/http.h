@@ -60,7 +60,7 @@ typedef struct HttpCall
 extern void http_init(void);
 extern HttpCall *http_start(const char *method, const char *url, char **headers,
 							int nheaders, const char *body, size_t body_len,
-							void *owner);
+							const char *tls_cert, const char *tls_key, void *owner);
 extern void http_wait(long max_timeout_ms, uint32 *latch_events);
 extern HttpCall *http_next_done(void);
 extern void http_free(HttpCall *call);
@@ -68,6 +68,7 @@ extern void http_abort_all(void);
 extern int64 http_elapsed_ms(const HttpCall *call);
 extern const char *http_fate_name(HttpFate fate);
 extern HttpCall *http_call_sync(const char *method, const char *url, char **headers,
-								int nheaders, const char *body, size_t body_len);
+								int nheaders, const char *body, size_t body_len,
+								const char *tls_cert, const char *tls_key);
 
 #endif

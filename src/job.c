@@ -562,7 +562,8 @@ job_send(Job *job)
 	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 
 	job->call = http_start("POST", job->req.url, job->req.headers, job->req.nheaders,
-						   job->req.body.data, job->req.body.len, job);
+						   job->req.body.data, job->req.body.len,
+						   job->req.tls_cert, job->req.tls_key, job);
 	job_unprepare(job);
 	job->started = GetCurrentTimestamp();
 	if (job->first_sent == 0)

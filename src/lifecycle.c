@@ -155,7 +155,8 @@ oauth_provider_call(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nfields; i++)
 		explicit_bzero((char *) fields[i].value, strlen(fields[i].value));
 	started = GetCurrentTimestamp();
-	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len);
+	call = http_call_sync("POST", req.url, req.headers, req.nheaders, req.body.data, req.body.len,
+						  req.tls_cert, req.tls_key);
 	wipe_token_request(&req);
 
 	if (revoke)

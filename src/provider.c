@@ -38,6 +38,7 @@
 #include "utils/jsonb.h"
 
 #include "answer.h"
+#include "client_auth.h"
 #include "compat.h"
 #include "oauth_tokens.h"
 #include "provider.h"
@@ -479,6 +480,7 @@ sent_secrets(ProviderConf *conf, HttpCall *call)
 	ListCell   *lc;
 
 	redactor_add_secret(r, conf->client_secret);
+	client_auth_redact(conf, r);	/* keys, assertions */
 	if (conf->auth_method && strcmp(conf->auth_method, "client_secret_basic") == 0 &&
 		conf->client_id)
 	{
@@ -566,6 +568,8 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 		ADD_FIELD("client_id", conf->client_id);
 	if (post && conf->client_secret)
 		ADD_FIELD("client_secret", conf->client_secret);
+	foreach(lc, client_auth_fields(conf, req))	/* assertions, mTLS */
+		ADD_FIELD(((FormField *) lfirst(lc))->name, ((FormField *) lfirst(lc))->value);
 	if (json)
 		appendStringInfoChar(&req->body, '}');
 #undef ADD_FIELD
@@ -613,6 +617,8 @@ wipe_token_request(TokenRequest *req)
 	for (int i = 0; i < req->nheaders; i++)
 		if (strncmp(req->headers[i], "Authorization:", 14) == 0)
 			explicit_bzero(req->headers[i], strlen(req->headers[i]));
+	if (req->tls_key)
+		explicit_bzero(req->tls_key, strlen(req->tls_key));
 }
 
 void
@@ -620,4 +626,5 @@ provider_conf_wipe(ProviderConf *conf)
 {
 	if (conf->client_secret)
 		explicit_bzero(conf->client_secret, strlen(conf->client_secret));
+	client_auth_wipe(conf);
 }

@@ -36,6 +36,7 @@ typedef struct ProviderConf
 	bool		paused;			/* after invalid_client and the like */
 	char	   *pause_reason;
 	bytea	   *client_secret_ct;	/* ciphertext, opened by provider_conf_open_secret */
+	struct ClientAuth *client_auth; /* key, certificate: src/client_auth.c */
 } ProviderConf;
 
 /*
@@ -67,6 +68,8 @@ typedef struct TokenRequest
 	char	  **headers;
 	int			nheaders;
 	StringInfoData body;
+	const char *tls_cert;		/* tls_client_auth: the client certificate */
+	char	   *tls_key;		/* and its key (plaintext; wiped) */
 } TokenRequest;
 
 /* A provider's answer, classified. */

@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "client_auth.h"
 #include "crypto.h"
 #include "provider.h"
 
@@ -79,11 +80,16 @@ provider_conf_read(HeapTuple t, TupleDesc d, ProviderConf *conf)
 	conf->pause_reason = spi_column_text(t, d, "p_pause_reason");
 }
 
-/* Decrypt the client secret read by provider_conf_read (wiped by provider_conf_wipe). */
+/*
+ * Decrypt the client secret read by provider_conf_read, and read the key or
+ * certificate its auth_method needs (all wiped by provider_conf_wipe).  SPI
+ * must be connected.
+ */
 void
 provider_conf_open_secret(ProviderConf *conf)
 {
 	if (conf->client_secret_ct && conf->client_secret == NULL)
 		conf->client_secret = oauth_open(conf->client_secret_ct,
 										 oauth_provider_context(conf->name));
+	client_auth_open(conf);		/* keys and certificates, if its method has them */
 }
