@@ -48,7 +48,7 @@ suite_for() {
 # What the suite needs beyond the essential set: keep in step with setup.sh
 packages_for() {
     echo "postgresql-$1 postgresql-server-dev-$1 postgresql-$1-cron postgresql-common" \
-         "libcurl4-openssl-dev build-essential libipc-run-perl perl python3 openssl" \
+         "libcurl4-openssl-dev libssl-dev build-essential libipc-run-perl perl python3 python3-cryptography openssl" \
          "curl rsync ca-certificates"
 }
 

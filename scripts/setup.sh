@@ -3,7 +3,7 @@
 # Installs only what is missing, so a prepared machine pays nothing.
 set -euo pipefail
 
-PKGS=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
+PKGS=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib libssl-dev python3-cryptography
       libcurl4-openssl-dev postgresql-15-cron libipc-run-perl perl python3 openssl curl
       rsync ca-certificates prometheus-postgres-exporter)
 # extra packages a caller needs on top (scripts/matrix.sh: mmdebstrap)

@@ -89,7 +89,8 @@ Control API (JSON in, JSON out):
                                  (optional: the current RT), behaviour...}
   POST /_control/grants         {"grants": [{"grant": ..., behaviour...}, ...]}
   POST /_control/client         {"client_id", "client_secret" (null: public
-                                 client), "basic_only", "json_only"}
+                                 client), "basic_only", "json_only",
+                                 "auth", "keys", "audience", "tls_subject"}
   POST /_control/code           {"code", "grant", "redirect_uri",
                                  "code_challenge", "code_challenge_method"
                                  (S256 default | plain), "scope", "extra"}
@@ -97,9 +98,26 @@ Control API (JSON in, JSON out):
   POST /_control/tenant         {"tenant": "t1", behaviour...}
   GET  /_control/stats          counters, revocations, last 500 requests
   GET  /_control/grant/<g>      {"current_refresh_token", "issued", "requests"}
+  GET  /_control/last_assertion/<client_id>  {"assertion"}: the last one
+                                 accepted (to replay it)
 Token requests are counted on arrival, before any latency or hang.
+
+Client authentication beyond secrets (issue 16), for a client registered
+with "auth" (token and revocation requests alike; any failure is 401
+invalid_client with the reason in error_description):
+  client_secret_jwt  client_assertion (jwt-bearer) signed HS256 with the
+                     client_secret
+  private_key_jwt    client_assertion signed RS256 or ES256 by the key whose
+                     public PEM "keys" maps the header's kid to
+  tls_client_auth    a client certificate verified in the handshake (only
+                     with --client-ca, against that CA: an unknown
+                     certificate fails the handshake); its CN must equal
+                     "tls_subject" when given
+  Assertions: iss = sub = client_id, aud = "audience" or else the URL of the
+  endpoint called (scheme://Host/path), exp in the future and at most 300 s
+  after iat, a jti never seen before (replays are refused).
 """
-import argparse, base64, collections, hashlib, json, os, signal, socketserver
+import argparse, base64, collections, hashlib, hmac, json, os, signal, socketserver
 import re, socket, ssl, sys, threading, time, traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import (parse_qs, quote, quote_plus, unquote, unquote_plus, urlencode,
@@ -141,7 +159,7 @@ CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop", "resent_drop", "echo"},
            "echo_in": {"error_description", "error", "form", "text"},
            "expires_in_style": {"number", "string", "omit"},
            "response_format": {"json", "form", "form_unless_accept"}}
-REDACTED = ("client_secret", "refresh_token", "code", "code_verifier")
+REDACTED = ("client_secret", "refresh_token", "code", "code_verifier", "client_assertion")
 
 
 def validate_behaviour(d):
@@ -230,7 +248,37 @@ ECHO_FORMS = {
     "b64": lambda v: base64.b64encode(v.encode("utf-8")).decode("ascii"),
 }
 SECRET_VALUES = ("client_secret", "refresh_token", "code", "code_verifier", "token",
-                 "authorization", "basic_raw")
+                 "authorization", "basic_raw", "client_assertion")
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+STRONG_AUTH = ("client_secret_jwt", "private_key_jwt", "tls_client_auth")
+
+
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def verify_signature(alg, pem, signing, sig):
+    """True when sig is a valid RS256 / ES256 JWS signature by the public
+    key (or certificate) in pem."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+    data = pem.encode("ascii")
+    key = (x509.load_pem_x509_certificate(data).public_key() if b"CERTIFICATE" in data
+           else serialization.load_pem_public_key(data))
+    try:
+        if alg == "RS256":
+            key.verify(sig, signing, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            if len(sig) != 64:
+                return False
+            der = utils.encode_dss_signature(int.from_bytes(sig[:32], "big"),
+                                             int.from_bytes(sig[32:], "big"))
+            key.verify(der, signing, ec.ECDSA(hashes.SHA256()))
+        return True
+    except (InvalidSignature, TypeError, ValueError):
+        return False
 
 
 def echo_values(handler, params, raw_body):
@@ -238,7 +286,8 @@ def echo_values(handler, params, raw_body):
     p = params or {}
     auth = handler.headers.get("Authorization") or ""
     vals = {k: str(p[k]) for k in ("client_id", "client_secret", "refresh_token", "code",
-                                   "code_verifier", "token") if p.get(k) is not None}
+                                   "code_verifier", "token", "client_assertion")
+            if p.get(k) is not None}
     if auth[:6].lower() == "basic ":
         vals["authorization"] = auth[6:].strip()
         try:
@@ -289,6 +338,8 @@ class State:
         self.tenants, self.by_tenant = {}, collections.Counter()
         self.mode_used = collections.Counter()     # (scope, name) -> requests given the mode
         self.echoed = set()     # every form of every secret an echo request carried
+        self.jtis = set()       # (client_id, jti) of every assertion accepted
+        self.last_assertion = {}    # client_id -> the last assertion accepted
         self.revoke_echo = None
 
     def record_secrets(self, vals):
@@ -323,10 +374,15 @@ class State:
                 self.mode_used[owner] += 1
         return b
 
-    def check_client(self, auth, cid, secret, params, body_format):
-        """None when the client is acceptable, else an error answer."""
+    def check_client(self, auth, cid, secret, params, body_format, peer=None, aud=None):
+        """None when the client is acceptable, else an error answer.  peer:
+        the CN of a verified client certificate; aud: the URL called."""
         if not self.clients:
             return None
+        cl = self.clients.get(cid) if cid is not None else None
+        if cl is not None and cl["auth"] in STRONG_AUTH:
+            why = self.strong_client_failure(cl, cid, params, peer, aud)
+            return err(401, "invalid_client", why, WWW_AUTH) if why else None
         pairs = [(cid, secret)]
         if auth == "basic":     # RFC 6749 2.3.1: form-encoded before base64
             pairs.append((unquote_plus(cid), unquote_plus(secret)))
@@ -340,6 +396,65 @@ class State:
             return err(401, "invalid_client", "client authentication failed", WWW_AUTH)
         if cl["json_only"] and body_format != "json":
             return err(400, "invalid_request", "this client must send a JSON body")
+        return None
+
+    def strong_client_failure(self, cl, cid, params, peer, aud):
+        """Why a client_secret_jwt / private_key_jwt / tls_client_auth
+        request does not authenticate its client, or None."""
+        method = cl["auth"]
+        if "client_secret" in params:
+            return "client_secret sent by a %s client" % method
+        if method == "tls_client_auth":
+            if peer is None:
+                return "no client certificate"
+            if cl["tls_subject"] is not None and peer != cl["tls_subject"]:
+                return "client certificate of %s, not of this client" % peer
+            return None
+        if params.get("client_assertion_type") != JWT_BEARER:
+            return "client_assertion_type is not jwt-bearer"
+        jwt = str(params.get("client_assertion") or "")
+        try:
+            h64, p64, s64 = jwt.split(".")
+            header = json.loads(b64url_decode(h64))
+            claims = json.loads(b64url_decode(p64))
+            sig = b64url_decode(s64)
+        except ValueError:
+            return "malformed client_assertion"
+        signing = ("%s.%s" % (h64, p64)).encode("ascii")
+        alg = header.get("alg")
+        if method == "client_secret_jwt":
+            if alg != "HS256":
+                return "alg %s, not HS256" % alg
+            mac = hmac.new((cl["client_secret"] or "").encode("utf-8"), signing,
+                           hashlib.sha256).digest()
+            if not hmac.compare_digest(mac, sig):
+                return "bad signature"
+        else:
+            if alg not in ("RS256", "ES256"):
+                return "alg %s, not RS256 or ES256" % alg
+            pem = cl["keys"].get(header.get("kid"))
+            if pem is None:
+                return "unknown kid %s" % header.get("kid")
+            if not verify_signature(alg, pem, signing, sig):
+                return "bad signature"
+        if claims.get("iss") != cid or claims.get("sub") != cid:
+            return "iss and sub must be the client_id"
+        want = cl["audience"] or aud
+        got = claims.get("aud")
+        if not (got == want or (isinstance(got, list) and want in got)):
+            return "wrong aud %s (expected %s)" % (got, want)
+        now, exp, iat = time.time(), claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, (int, float)) or exp <= now:
+            return "assertion expired"
+        if not isinstance(iat, (int, float)) or exp - iat > 300 or iat > now + 60:
+            return "iat missing, in the future, or exp too far after it"
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            return "no jti"
+        if (cid, jti) in self.jtis:
+            return "replayed jti"
+        self.jtis.add((cid, jti))
+        self.last_assertion[cid] = jwt
         return None
 
 
@@ -396,7 +511,23 @@ class Handler(BaseHTTPRequestHandler):
         cid = None if params.get("client_id") is None else str(params["client_id"])
         if "client_secret" in params:
             return "post", cid, str(params["client_secret"])
+        if "client_assertion" in params:
+            return "assertion", cid, None
+        if self.peer_cn() is not None:
+            return "tls", cid, None
         return "none", cid, None
+
+    def peer_cn(self):
+        """The CN of the client certificate verified in the handshake, or None."""
+        getpeercert = getattr(self.connection, "getpeercert", None)
+        cert = getpeercert() if getpeercert else None
+        if not cert:
+            return None
+        return dict(x[0] for x in cert.get("subject", ())).get("commonName", "")
+
+    def called_url(self, path):
+        return "%s://%s%s" % ("https" if self.server.ssl_ctx else "http",
+                              self.headers.get("Host", ""), path)
 
     def do_GET(self):
         self.dispatch(post=False)
@@ -432,6 +563,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- token endpoint --------------------------------------------------
     def token(self, path):
+        self.path_only = path
         params, body_format = self.read_params()
         p = params or {}
         gt = str(p.get("grant_type", ""))
@@ -462,6 +594,7 @@ class Handler(BaseHTTPRequestHandler):
                 "content_type": self.headers.get("Content-Type"),
                 "accept": self.headers.get("Accept"), "body_format": body_format,
                 "params": {k: ("<redacted>" if k in REDACTED else v) for k, v in p.items()},
+                "tls_client": self.peer_cn(),
                 "headers": {k.lower(): v for k, v in self.headers.items()
                             if k.lower() != "authorization"}}
             st.requests.append(self.record)
@@ -512,7 +645,8 @@ class Handler(BaseHTTPRequestHandler):
         if params is None:
             return err(400, "invalid_request", "malformed JSON body")
         accept = self.headers.get("Accept") or ""
-        answer = st.check_client(auth, cid, secret, params, body_format)
+        answer = st.check_client(auth, cid, secret, params, body_format,
+                                 peer=self.peer_cn(), aud=self.called_url(self.path_only))
         if answer is None and gt not in ("refresh_token", "authorization_code",
                                          "client_credentials"):
             answer = err(400, "unsupported_grant_type", "grant_type %r not supported" % gt)
@@ -570,12 +704,21 @@ class Handler(BaseHTTPRequestHandler):
     # --- revocation (RFC 7009) -------------------------------------------
     def revoke(self):
         params = self.read_params()[0] or {}
-        auth, cid, _ = self.client_auth(params)
+        auth, cid, secret = self.client_auth(params)
         st = self.server.state
         with st.lock:
-            st.revocations.append({"token": params.get("token"),
-                                   "token_type_hint": params.get("token_type_hint"),
-                                   "client_id": cid, "auth": auth})
+            cl = st.clients.get(cid) if cid is not None else None
+            if cl is not None and cl["auth"] in STRONG_AUTH:
+                refused = st.check_client(auth, cid, secret, params, "form", peer=self.peer_cn(),
+                                          aud=self.called_url(urlsplit(self.path).path))
+                st.revocations.append({"token": params.get("token"), "client_id": cid,
+                                       "auth": auth, "refused": refused is not None})
+                if refused is not None:
+                    return self.send(*refused)
+            else:
+                st.revocations.append({"token": params.get("token"),
+                                       "token_type_hint": params.get("token_type_hint"),
+                                       "client_id": cid, "auth": auth})
             status = st.revoke_status
             echo = st.revoke_echo
             if echo:
@@ -598,6 +741,9 @@ class Handler(BaseHTTPRequestHandler):
                        "by_grant": st.by_grant, "by_code": st.by_code,
                        "by_tenant": st.by_tenant,
                        "revocations": st.revocations, "requests": list(st.requests)}
+            elif path.startswith("/_control/last_assertion/"):
+                cid = unquote(path[len("/_control/last_assertion/"):])
+                out = {"assertion": st.last_assertion.get(cid)}
             elif path.startswith("/_control/grant/"):
                 name = unquote(path[len("/_control/grant/"):])
                 g = st.grants.get(name) or {"current": None, "issued": 0, "requests": 0}
@@ -641,7 +787,9 @@ class Handler(BaseHTTPRequestHandler):
             st.clients[str(body["client_id"])] = {
                 "client_secret": body.get("client_secret"),
                 "basic_only": bool(body.get("basic_only")),
-                "json_only": bool(body.get("json_only"))}
+                "json_only": bool(body.get("json_only")),
+                "auth": body.get("auth"), "keys": dict(body.get("keys") or {}),
+                "audience": body.get("audience"), "tls_subject": body.get("tls_subject")}
         elif action == "code":
             c = {k: body.get(k) for k in ("redirect_uri", "code_challenge",
                                           "code_challenge_method", "scope")}
@@ -714,7 +862,7 @@ class Server(ThreadingHTTPServer):
 def main():
     ap = argparse.ArgumentParser(description="fake OAuth provider for tests")
     ap.add_argument("--port", type=int, default=0)
-    for opt in ("--port-file", "--cert", "--key", "--log"):
+    for opt in ("--port-file", "--cert", "--key", "--log", "--client-ca"):
         ap.add_argument(opt)
     args = ap.parse_args()
     if bool(args.cert) != bool(args.key):
@@ -723,6 +871,9 @@ def main():
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
+        if args.client_ca:      # tls_client_auth: ask for a certificate, verify it
+            ctx.load_verify_locations(args.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
     srv = Server(("127.0.0.1", args.port), ctx, args.log)
 
     def stop(signum, frame):    # shutdown() waits for serve_forever: other thread

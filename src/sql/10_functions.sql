@@ -287,12 +287,24 @@ BEGIN
     IF client_id = '' THEN
         RAISE EXCEPTION 'client_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_auth_method NOT IN ('client_secret_post', 'client_secret_basic', 'none') THEN
+    IF v_auth_method NOT IN ('client_secret_post', 'client_secret_basic', 'none',
+                             'client_secret_jwt', 'private_key_jwt', 'tls_client_auth') THEN
         RAISE EXCEPTION 'invalid auth_method "%"', v_auth_method
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use client_secret_post, client_secret_basic or none.';
+                  HINT = 'Use client_secret_post, client_secret_basic, client_secret_jwt, '
+                         'private_key_jwt, tls_client_auth or none.';
     END IF;
-    IF v_auth_method <> 'none' AND client_secret IS NULL
+    -- a key or certificate is stored by oauth.set_client_auth() (issue 16)
+    IF v_auth_method IN ('private_key_jwt', 'tls_client_auth')
+       AND NOT EXISTS (SELECT 1 FROM oauth.provider_credentials c WHERE c.provider = v_name
+                          AND c.kind = CASE v_auth_method WHEN 'private_key_jwt' THEN 'private_key'
+                                                          ELSE 'client_certificate' END) THEN
+        RAISE EXCEPTION 'auth_method % needs a key stored with oauth.set_client_auth()', v_auth_method
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Register the provider with another auth_method, then call oauth.set_client_auth().';
+    END IF;
+    IF v_auth_method IN ('client_secret_post', 'client_secret_basic', 'client_secret_jwt')
+       AND client_secret IS NULL
        AND NOT EXISTS (SELECT 1 FROM oauth.providers p WHERE p.name = v_name
                         AND p.client_secret_ciphertext IS NOT NULL) THEN
         RAISE EXCEPTION 'client_secret is required for auth_method %', v_auth_method
@@ -614,6 +626,15 @@ BEGIN
         ctx := 'provider/' || r.name || '/client_secret';
         UPDATE oauth.providers SET client_secret_ciphertext = oauth._seal(oauth._open(r.s, ctx), ctx)
          WHERE name = r.name;
+        n := n + 1;
+    END LOOP;
+    -- keys of provider credentials (issue 16)
+    FOR r IN SELECT c.id, c.provider, c.key_ciphertext AS s FROM oauth.provider_credentials c
+              WHERE oauth._key_id(c.key_ciphertext) <> k FOR UPDATE
+    LOOP
+        ctx := 'provider/' || r.provider || '/credential/' || r.id;
+        UPDATE oauth.provider_credentials SET key_ciphertext = oauth._seal(oauth._open(r.s, ctx), ctx)
+         WHERE id = r.id;
         n := n + 1;
     END LOOP;
     PERFORM oauth._event('key_rotated', NULL, NULL, NULL,
