@@ -601,6 +601,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -957,6 +960,14 @@ ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
                       'copy_adopted', 'provider_changed'));
 -- ---- end of issue 14, item 2 (provider)
 
+-- ---- issue 14, item 8 (provider): outbound addresses.  register_provider
+-- (above, edited in place) refuses IP literals unless
+-- oauth.allow_private_addresses; connect time is checked in C (src/http.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION oauth._check_url_address(text, text) FROM PUBLIC;
+-- ---- end of issue 14, item 8 (provider)
+
 -- ---- tenant (issue 14, item 1): the tenant boundary.  oauth.bind_workspace()
 -- binds a transaction to one workspace (src/tenant.c); valid_token,
 -- token_rejected, refresh, the connection lookups and connection_status see
@@ -965,7 +976,7 @@ CREATE FUNCTION oauth._bound_workspace() RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
 REVOKE ALL ON FUNCTION oauth._bound_workspace() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;
-CREATE OR REPLACE VIEW oauth.connection_status AS
+CREATE OR REPLACE VIEW oauth.connection_status WITH (security_barrier) AS
 SELECT c.id,
        c.workspace_id,
        c.provider,

@@ -160,6 +160,7 @@ full_page_writes = off
 shared_preload_libraries = 'oauth_tokens'
 oauth.database = '$DB'
 oauth.allow_http = on
+oauth.allow_private_addresses = on
 oauth.sweep_interval = 0
 log_min_messages = warning
 ${BENCH_EXTRA_CONF:-}

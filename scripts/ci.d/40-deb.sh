@@ -96,6 +96,7 @@ unix_socket_directories = '$D'
 shared_preload_libraries = 'oauth_tokens'
 oauth.database = 'contrib_regression'
 oauth.sweep_interval = 0
+oauth.allow_private_addresses = on
 EOC
 stop() { "${AS[@]}" $BIN/pg_ctl -D $D/data stop -m fast >/dev/null 2>&1 || true; }
 trap 'stop; [ -n "${PROV:-}" ] && kill $PROV 2>/dev/null || true' EXIT
@@ -111,13 +112,14 @@ fi
 
 echo "== worker smoke test =="
 # what a DBA does (README, Installing): the worker's database (made first:
-# the worker connects to it at start), plain-HTTP loopback provider allowed,
-# a key ring written as postgres
+# the worker connects to it at start), plain-HTTP loopback provider allowed
+# (http and a loopback address), a key ring written as postgres
 sql() { "${AS[@]}" $BIN/psql -X -q -At -h $D -v ON_ERROR_STOP=1 "$@"; }
 sql -d postgres -c "CREATE DATABASE app"
 cat >> $D/data/postgresql.conf <<EOC
 oauth.database = 'app'
 oauth.allow_http = on
+oauth.allow_private_addresses = on
 EOC
 "${AS[@]}" bash -c "umask 077; python3 -c 'import base64, os; print(\"k1:\" + base64.b64encode(os.urandom(32)).decode())' > $D/data/oauth_tokens.keys"
 "${AS[@]}" $BIN/pg_ctl -D $D/data -l $D/server.log -w restart >/dev/null

@@ -110,7 +110,9 @@ CREATE FUNCTION oauth._bound_workspace() RETURNS text
     AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 -- Status without any secret; a bound transaction sees its workspace only.
-CREATE VIEW oauth.connection_status AS
+-- security_barrier: a caller's own function in a WHERE clause (pg_temp
+-- needs no grant) must not see rows before the binding filters them.
+CREATE VIEW oauth.connection_status WITH (security_barrier) AS
 SELECT c.id,
        c.workspace_id,
        c.provider,

@@ -62,6 +62,11 @@ END $$;
 CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
     AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
 
+-- Internal: a provider URL names its host by DNS name, not by IP address
+-- in any spelling, unless oauth.allow_private_addresses (src/addresses.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+
 -- Internal: the due connections, fairly ordered: the oldest due of every
 -- workspace first, then the second of each, and so on; paused providers are
 -- skipped.  Used by the worker's sweep and by refresh_due().
@@ -329,6 +334,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
