@@ -476,6 +476,10 @@ redactor_add_secret(Redactor *r, const char *secret)
 	if (secret == NULL || strlen(secret) < REDACT_MIN_FORM)
 		return;
 	add_form(r, pstrdup(secret));
+	/* letters, digits, '-', '.', '_' only (JWTs, most tokens): every form is the same */
+	if (strspn(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._") ==
+		strlen(secret))
+		return;
 	{
 		/* as clip() and provider_text() show it: control characters as spaces */
 		char	   *spaced = pstrdup(secret);
@@ -496,46 +500,63 @@ redactor_add_secret(Redactor *r, const char *secret)
 				add_form(r, json_form(secret, slash, nonascii, html));
 }
 
-static int
-cmp_window(const void *a, const void *b)
+static inline uint32
+window_slot(uint64 w, uint32 mask)
 {
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return x < y ? -1 : x > y ? 1 : 0;
+	return (uint32) ((w * UINT64CONST(0x9E3779B97F4A7C15)) >> 32) & mask;
 }
 
-/* The sorted, distinct REDACT_WINDOW-byte windows of every form. */
+/*
+ * Every REDACT_WINDOW-byte window of every form, in an open-addressing hash
+ * set (a window never holds a NUL, so 0 marks a free slot), at most half
+ * full: building and each lookup are O(1) a window.
+ */
 static void
 build_windows(Redactor *r)
 {
 	ListCell   *lc;
 	int			n = 0;
-	int			k = 0;
+	uint32		size = 16;
 
 	if (r->windows)
 	{
-		explicit_bzero(r->windows, sizeof(uint64) * Max(r->nalloc, 0));
+		explicit_bzero(r->windows, sizeof(uint64) * (r->mask + 1));
 		pfree(r->windows);
 	}
 	foreach(lc, r->forms)
 		n += Max((int) strlen(lfirst(lc)) - REDACT_WINDOW + 1, 0);
-	r->windows = palloc(sizeof(uint64) * Max(n, 1));
-	r->nalloc = n;
+	while (size < (uint32) n * 2)
+		size <<= 1;
+	r->windows = palloc0(sizeof(uint64) * size);
+	r->mask = size - 1;
 	foreach(lc, r->forms)
 	{
 		const char *f = lfirst(lc);
 		int			len = strlen(f);
 
 		for (int i = 0; i + REDACT_WINDOW <= len; i++)
-			memcpy(&r->windows[k++], f + i, REDACT_WINDOW);
+		{
+			uint64		w;
+			uint32		k;
+
+			memcpy(&w, f + i, REDACT_WINDOW);
+			for (k = window_slot(w, r->mask); r->windows[k] != 0 && r->windows[k] != w;
+				 k = (k + 1) & r->mask)
+				;
+			r->windows[k] = w;
+		}
 	}
-	qsort(r->windows, n, sizeof(uint64), cmp_window);
-	k = 0;
-	for (int i = 0; i < n; i++)
-		if (k == 0 || r->windows[k - 1] != r->windows[i])
-			r->windows[k++] = r->windows[i];
-	r->nwindows = k;
+	r->nwindows = n;
+}
+
+/* Is w a window of a form? */
+static bool
+known_window(const Redactor *r, uint64 w)
+{
+	for (uint32 k = window_slot(w, r->mask); r->windows[k] != 0; k = (k + 1) & r->mask)
+		if (r->windows[k] == w)
+			return true;
+	return false;
 }
 
 /*
@@ -545,7 +566,7 @@ build_windows(Redactor *r)
  * or at the start or end of s).  So no REDACT_WINDOW bytes of any form
  * survive, wherever s is clipped later.  Runs are widened to whole UTF-8
  * characters.  Returns s itself when nothing matched, else a new string;
- * s is left as it is (the caller wipes it).  O(len(s) * log(windows)) plus
+ * s is left as it is (the caller wipes it).  O(len(s)) lookups plus
  * a search for each form shorter than REDACT_WINDOW.
  */
 char *
@@ -568,7 +589,7 @@ redact(char *s, Redactor *r)
 		uint64		w;
 
 		memcpy(&w, s + i, REDACT_WINDOW);
-		if (bsearch(&w, r->windows, r->nwindows, sizeof(uint64), cmp_window))
+		if (known_window(r, w))
 		{
 			memset(mark + i, true, REDACT_WINDOW);
 			any = true;
@@ -660,5 +681,5 @@ redactor_wipe(Redactor *r)
 	foreach(lc, r->forms)
 		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
 	if (r->windows)
-		explicit_bzero(r->windows, sizeof(uint64) * Max(r->nalloc, 0));
+		explicit_bzero(r->windows, sizeof(uint64) * (r->mask + 1));
 }

@@ -48,9 +48,9 @@ extern char *clip(const char *s, int max);
 typedef struct Redactor
 {
 	List	   *forms;			/* of char *: every form of every secret */
-	uint64	   *windows;		/* sorted distinct REDACT_WINDOW-byte windows */
+	uint64	   *windows;		/* hash set of their REDACT_WINDOW-byte windows */
+	uint32		mask;			/* its size - 1 */
 	int			nwindows;		/* -1: forms changed, build them again */
-	int			nalloc;
 } Redactor;
 
 extern Redactor *redactor_new(void);

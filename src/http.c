@@ -14,8 +14,9 @@
  * CAs), no redirects, response bodies capped at 1 MiB.  Every address curl
  * is about to connect to, once the name is resolved, must be a public one
  * (src/addresses.c) unless oauth.allow_private_addresses: open_socket_cb
- * refuses the others, and the call fails unsent with the refused address
- * in HttpCall.refused_address.  Proxies: only the one oauth.http_proxy
+ * refuses the others, and prereq_cb checks the connection a request is
+ * about to use once more (a kept-alive one may predate the setting); the
+ * call fails unsent with the refused address in HttpCall.refused_address.  Proxies: only the one oauth.http_proxy
  * names (the proxy then resolves and connects, and the address rule
  * applies to nothing curl connects to itself); the server's environment
  * (https_proxy, all_proxy, no_proxy) is never used.  curl allocates with
@@ -35,6 +36,9 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -164,6 +168,37 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpCall   *call = (HttpCall *) clientp;
 
+	/*
+	 * The address rule once more, on the connection the request is about
+	 * to use: a connection kept alive from before oauth.allow_private_
+	 * addresses was turned off was never seen by open_socket_cb.
+	 */
+	if (!call->via_proxy && !oauth_allow_private_addresses && conn_primary_ip)
+	{
+		struct sockaddr_storage ss;
+		socklen_t	len = 0;
+		const char *why;
+
+		memset(&ss, 0, sizeof(ss));
+		if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		{
+			ss.ss_family = AF_INET;
+			len = sizeof(struct sockaddr_in);
+		}
+		else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		{
+			ss.ss_family = AF_INET6;
+			len = sizeof(struct sockaddr_in6);
+		}
+		if ((why = address_refusal((struct sockaddr *) &ss, len)) != NULL)
+		{
+			char		text[OAUTH_ADDRESS_TEXT];
+
+			address_text((struct sockaddr *) &ss, len, text, sizeof(text));
+			snprintf(call->refused_address, sizeof(call->refused_address), "%s (%s)", text, why);
+			return CURL_PREREQFUNC_ABORT;
+		}
+	}
 	call->sends++;
 	return CURL_PREREQFUNC_OK;
 }
@@ -396,6 +431,9 @@ call_fate(HttpCall *call)
 
 	if (call->result == CURLE_OK)
 		return HTTP_ANSWERED;
+	if (call->refused_address[0] != '\0' &&
+		(call->result == CURLE_COULDNT_CONNECT || call->result == CURLE_ABORTED_BY_CALLBACK))
+		return HTTP_NOT_SENT;	/* open_socket_cb or prereq_cb refused it */
 	switch (call->result)
 	{
 		case CURLE_UNSUPPORTED_PROTOCOL:

@@ -121,7 +121,8 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans, Reda
 	ans->http_status = call->status;
 	ans->klass = RO_TRANSIENT;
 
-	if (call->result == CURLE_COULDNT_CONNECT && call->refused_address[0] != '\0')
+	if (call->refused_address[0] != '\0' &&
+		(call->result == CURLE_COULDNT_CONNECT || call->result == CURLE_ABORTED_BY_CALLBACK))
 	{
 		/*
 		 * A host that resolves to a non-public address (src/addresses.c):

@@ -110,6 +110,20 @@ my $st = $p->stats;
 is($st->{total}, 0, 'the provider got no token request from the sessions');
 is(scalar @{ $st->{revocations} }, 0, '... and no revocation');
 
+# a host filled from a connection's metadata: that connection's failure only
+oauth_register($node, 'tpl', "http://{host}:$port/token", ", allowed_hosts => '{localhost}'");
+my $id3 = $node->safe_psql('postgres',
+	"SELECT oauth.create_connection('ws3', 'tpl', 'acct3', 'at-550c', 'g550c.0', now() + interval '1 hour', '{}', '{\"host\": \"localhost\"}')");
+$out = $node->safe_psql('postgres', "SELECT oauth.refresh('ws3', '$id3')");
+like($out, qr/^transient_failure: not sent: .*\(loopback\).*oauth\.allow_private_addresses/,
+	'a templated host that resolves to loopback: a transient failure of that connection')
+  or diag($out);
+is($node->safe_psql('postgres', "SELECT paused_at IS NULL FROM oauth.providers WHERE name = 'tpl'"), 't',
+	'... the provider is not paused for the others');
+like($node->safe_psql('postgres', "SELECT last_refresh_error FROM oauth.connection_status WHERE id = '$id3'"),
+	qr/^not sent: /, '... its last_refresh_error says it was not sent');
+is($p->stats->{total}, 0, '... and the provider got nothing');
+
 # ---- with the setting on, everything works ------------------------------------
 $node->append_conf('postgresql.conf', "oauth.allow_private_addresses = on\n");
 $node->reload;
@@ -155,6 +169,28 @@ my $direct = $p->stats->{total};
 is($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')"), 'refreshed', 'a refresh through the proxy works');
 is($proxy->stats->{total}, 2, '... it went through the proxy');
 is($p->stats->{total}, $direct, '... and not directly');
+
+# a connection kept alive from while the setting was on is checked again
+# before each request: turning the setting off takes effect at once
+$node->append_conf('postgresql.conf', "oauth.http_proxy = ''\n");
+$node->reload;
+ok( oauth_poll(10, 0.2, sub {
+			$node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')");
+			$p->stats->{total} > $direct;
+		}),
+	'without oauth.http_proxy, refreshes go directly again (on a kept-alive connection)');
+$node->append_conf('postgresql.conf', "oauth.allow_private_addresses = off\n");
+$node->reload;
+ok( oauth_poll(10, 0.2, sub {
+			oauth_register($node, 'loc', "$local/token");
+			$node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')") =~ /^provider_error: not sent: /;
+		}),
+	'the setting turned off: the next refresh is refused, kept-alive connection or not');
+my $before_off = $p->stats->{total};
+oauth_register($node, 'loc', "$local/token");
+like($node->safe_psql('postgres', "SELECT oauth.refresh('ws1', '$id')"), qr/^provider_error: not sent: /,
+	'... and every one after it');
+is($p->stats->{total}, $before_off, '... the provider gets nothing');
 
 $node->stop;
 done_testing();
