@@ -51,7 +51,7 @@ is($r->{sqlstate}, '22004', 'a key without its certificate is refused');
 sql("SELECT oauth.set_client_auth('mtls', 'tls_client_auth', client_certificate => "
 	  . lq($pem{'client.crt'}) . ", private_key => " . lq($pem{'client.key'}) . ")");
 is(sql("SELECT kind || ' ' || (not_after > now()) FROM oauth.provider_credentials WHERE provider = 'mtls'"),
-	'client_certificate t', 'the certificate is stored with its expiry');
+	'client_certificate true', 'the certificate is stored with its expiry');
 is(sql("SELECT paused_at IS NULL FROM oauth.providers WHERE name = 'mtls'"), 't',
 	'set_client_auth resumed the paused provider');
 
