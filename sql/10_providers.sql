@@ -112,7 +112,7 @@ SELECT try($$SELECT oauth.register_provider('p10_http', 'https://auth.example.co
 
 -- other malformed values: invalid_parameter_value (22023)
 SELECT try($$SELECT oauth.register_provider('p10_x', 'https://auth.example.com/token', 'c', 's',
-                                            auth_method => 'client_secret_jwt')$$, true);
+                                            auth_method => 'client_secret_jwx')$$, true);
 SELECT try($$SELECT oauth.register_provider('p10_x', 'https://auth.example.com/token', 'c', 's',
                                             body_format => 'xml')$$, true);
 SELECT try($$SELECT oauth.register_provider('p10_x', 'https://auth.example.com/token', 'c', 's',
