@@ -31,6 +31,7 @@ CREATE TABLE oauth.provider_credentials (
     CHECK ((kind = 'client_certificate') = (certificate IS NOT NULL))
 );
 REVOKE ALL ON oauth.provider_credentials FROM PUBLIC;
+REVOKE ALL ON SEQUENCE oauth.provider_credentials_id_seq FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('oauth.provider_credentials', '');
 SELECT pg_catalog.pg_extension_config_dump('oauth.provider_credentials_id_seq', '');
 

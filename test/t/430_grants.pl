@@ -85,6 +85,8 @@ my @calls = (
 	[ oauth_admin => 'oauth.register_provider',
 		"SELECT oauth.register_provider('p1', '$url', 'cid', 'csecret', revoke_url => '$base/revoke',
 		     authorize_url => '$base/authorize')", qr/^$/ ],
+	[ oauth_admin => 'oauth.set_client_auth',
+		"SELECT oauth.set_client_auth('p1', 'client_secret_post')", qr/^$/ ],
 	[ oauth_admin => 'oauth.create_connection',
 		"SELECT oauth.create_connection('ws2', 'p1', 'acct', 'at-x', 'rt-x', now() + interval '1 day')",
 		qr/^[0-9a-f-]{36}$/ ],
