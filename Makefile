@@ -52,7 +52,12 @@ src/oauth_tokens.o: Makefile
 oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test test-all demo bench setup check-temp
+.PHONY: test test-all demo bench setup check-temp deb
+# Debian packages postgresql-NN-oauth-tokens (debian/, pg_buildext), into
+# build/deb (DEB_OUT=dir)
+deb:
+	bash scripts/deb.sh
+
 check-temp:
 ifneq ($(strip $(REGRESS)),)
 	$(pg_regress_installcheck) $(REGRESS_TEMP_OPTS) $(REGRESS_OPTS) $(REGRESS)

@@ -133,6 +133,7 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -392,8 +393,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;
 
 -- Operator counters by provider (src/stats.c): calls to the provider's
@@ -603,6 +602,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -817,86 +819,95 @@ REVOKE ALL ON FUNCTION oauth.rotate_key() FROM PUBLIC;
 -- ---- end of issue 8, part 2 (durable)
 
 -- ---- issue 8, part 1 (grant): one mechanism stores a grant ------------------
--- oauth._store_answer writes what a token answer stores, for the worker's
--- refreshes and for exchange_code / client_credentials (via _store_grant).
--- Internal: the one writer of what a token answer stores in a connection,
--- for the worker's refreshes (src/finish.c) and for exchange_code and
--- client_credentials (oauth._store_grant) alike, so the two cannot drift:
+-- oauth._store_answers writes what token answers store, for the worker's
+-- refreshes (a batch) and for exchange_code / client_credentials (via
+-- _store_grant, one row).
+-- Internal: the one writer of what token answers store in connections, a
+-- set of them at once: for the worker's refreshes (a batch, src/finish.c)
+-- and for exchange_code and client_credentials (oauth._store_grant, one
+-- row) alike, so the paths cannot drift:
 --   * the sealed access token; the refresh token the answer sent, else the
 --     stored one; never one for a client-credentials grant;
 --   * the answer's scope, else the stored one (a new grant: the requested);
---   * expires_at counted from p_answered_at, when the answer arrived (else
+--   * expires_at counted from its answered_at, when the answer arrived (else
 --     the provider's default_lifetime); refresh_token_expires_at from the
 --     answer, else the stored one (a new grant: none);
 --   * the answer's kept non-secret fields merged into metadata;
 --   * refreshed_at, refresh_after, failure_count and next_attempt_at reset;
 --     a new grant (p_new_grant) also clears reauth_required_at/revoked_at.
--- A refresh (p_new_grant false) applies only to a live connection at
--- p_version; returns false, storing nothing, when the row moved on.  The
--- row lock is taken here, under the caller's lock_timeout.
-CREATE FUNCTION oauth._store_answer(p_id uuid, p_version bigint, p_answered_at timestamptz,
-                                    p_access bytea, p_refresh bytea, p_expires_in bigint,
-                                    p_rt_expires_in bigint, p_scope text, p_metadata jsonb,
-                                    p_new_grant boolean, p_requested_scope text[] DEFAULT NULL,
-                                    p_grant_type text DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    c oauth.connections;
-    p oauth.providers;
-    v_grant_type text;
-    v_rt bytea;
-    v_exp timestamptz;
-    v_rt_exp timestamptz;
-    v_scope text[];
-BEGIN
-    SELECT * INTO c FROM oauth.connections cn
-     WHERE cn.id = p_id
-       AND (p_version IS NULL OR cn.version = p_version)
-       AND (p_new_grant OR (cn.revoked_at IS NULL AND cn.reauth_required_at IS NULL))
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
-    v_grant_type := coalesce(p_grant_type, c.grant_type);
-    v_rt := CASE WHEN v_grant_type = 'client_credentials' THEN NULL
-                 ELSE coalesce(p_refresh, c.refresh_token_ciphertext) END;
-    v_exp := p_answered_at + CASE WHEN p_expires_in IS NOT NULL
-                                  THEN make_interval(secs => p_expires_in::float8)
-                                  ELSE p.default_lifetime END;
-    v_rt_exp := CASE WHEN p_rt_expires_in IS NOT NULL
-                     THEN p_answered_at + make_interval(secs => p_rt_expires_in::float8)
-                     WHEN p_new_grant THEN NULL
-                     ELSE c.refresh_token_expires_at END;
-    v_scope := CASE WHEN p_scope IS NOT NULL AND p_scope <> ''
-                    THEN regexp_split_to_array(btrim(p_scope), '[ ,]+')
+-- The arrays are parallel, one element per answer.  A refresh (p_new_grant
+-- false) applies only to a live connection at its version (NULL: any).  A
+-- row locked by another transaction is skipped, never waited for: one
+-- locked row must not hold back the others (the worker stores it alone
+-- later).  Returns the ids stored; an id not returned stored nothing.
+CREATE FUNCTION oauth._store_answers(p_ids uuid[], p_versions bigint[],
+                                     p_answered_at timestamptz[], p_access bytea[],
+                                     p_refresh bytea[], p_expires_in bigint[],
+                                     p_rt_expires_in bigint[], p_scope text[],
+                                     p_metadata jsonb[], p_new_grant boolean,
+                                     p_requested_scope text[] DEFAULT NULL,
+                                     p_grant_type text DEFAULT NULL)
+RETURNS SETOF uuid
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH a AS (
+        SELECT * FROM unnest(p_ids, p_versions, p_answered_at, p_access, p_refresh,
+                             p_expires_in, p_rt_expires_in, p_scope, p_metadata)
+               AS a(id, version, answered_at, access, refresh, expires_in,
+                    rt_expires_in, scope, metadata)
+    ), locked AS (
+        SELECT cn.id, cn.version, cn.provider, cn.grant_type, cn.refresh_token_ciphertext,
+               cn.refresh_token_expires_at, cn.scope
+          FROM oauth.connections cn
+         WHERE cn.id = ANY (p_ids)
+           AND (p_new_grant OR (cn.revoked_at IS NULL AND cn.reauth_required_at IS NULL))
+           FOR UPDATE SKIP LOCKED
+    ), v AS (
+        SELECT l.id, a.answered_at, a.access, a.metadata,
+               coalesce(p_grant_type, l.grant_type) AS grant_type,
+               CASE WHEN coalesce(p_grant_type, l.grant_type) = 'client_credentials' THEN NULL
+                    ELSE coalesce(a.refresh, l.refresh_token_ciphertext) END AS rt,
+               a.answered_at + CASE WHEN a.expires_in IS NOT NULL
+                                    THEN make_interval(secs => a.expires_in::float8)
+                                    ELSE p.default_lifetime END AS exp,
+               CASE WHEN a.rt_expires_in IS NOT NULL
+                    THEN a.answered_at + make_interval(secs => a.rt_expires_in::float8)
+                    WHEN p_new_grant THEN NULL
+                    ELSE l.refresh_token_expires_at END AS rt_exp,
+               CASE WHEN a.scope IS NOT NULL AND a.scope <> ''
+                    THEN regexp_split_to_array(btrim(a.scope), '[ ,]+')
                     WHEN p_new_grant THEN coalesce(p_requested_scope, '{}')
-                    ELSE c.scope END;
+                    ELSE l.scope END AS scope,
+               p.refresh_buffer, p.refresh_token_idle_ttl
+          FROM locked l
+          JOIN a ON a.id = l.id
+          JOIN oauth.providers p ON p.name = l.provider
+         WHERE a.version IS NULL OR l.version = a.version
+    )
     UPDATE oauth.connections cn SET
-        grant_type = v_grant_type,
-        access_token_ciphertext = p_access,
-        refresh_token_ciphertext = v_rt,
-        scope = v_scope,
-        expires_at = v_exp,
-        refresh_token_expires_at = v_rt_exp,
-        metadata = c.metadata || coalesce(p_metadata, '{}'),
-        refreshed_at = p_answered_at,
-        refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl,
-                                             v_rt_exp, p_answered_at, v_rt IS NOT NULL, true),
+        grant_type = v.grant_type,
+        access_token_ciphertext = v.access,
+        refresh_token_ciphertext = v.rt,
+        scope = v.scope,
+        expires_at = v.exp,
+        refresh_token_expires_at = v.rt_exp,
+        metadata = cn.metadata || coalesce(v.metadata, '{}'),
+        refreshed_at = v.answered_at,
+        refresh_after = oauth._refresh_after(v.exp, v.refresh_buffer, v.refresh_token_idle_ttl,
+                                             v.rt_exp, v.answered_at, v.rt IS NOT NULL, true),
         failure_count = 0, next_attempt_at = NULL, last_refresh_error = NULL,
         reauth_required_at = NULL, revoked_at = NULL,
-        version = c.version + 1, updated_at = now()
-     WHERE cn.id = p_id;
-    RETURN true;
-END $$;
+        version = cn.version + 1, updated_at = now()
+      FROM v
+     WHERE cn.id = v.id
+    RETURNING cn.id
+$$;
 
 -- Internal: store a token answer as a connection (new, or an existing one of
 -- the same account re-authorized).  Returns the id.  The insert comes first,
 -- with ON CONFLICT DO NOTHING: of two concurrent exchanges for the same
 -- account, the second waits for the first, then updates the row it made,
 -- so a redeemed code never ends in a unique violation.  What the grant
--- stores is written by oauth._store_answer, as for a refresh.
+-- stores is written by oauth._store_answers, as for a refresh.
 CREATE OR REPLACE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
                                    p_grant_type text, r record, p_scope text[], p_metadata jsonb)
 RETURNS uuid LANGUAGE plpgsql AS $$
@@ -927,11 +938,11 @@ BEGIN
         v_id := c.id;
         v_at := oauth._seal(r.access_token, 'connection/' || v_id || '/access');
     END IF;
-    PERFORM oauth._store_answer(v_id, NULL, p_answered_at, v_at,
-        CASE WHEN r.refresh_token IS NOT NULL
-             THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh') END,
-        r.expires_in, r.rt_expires_in, r.scope,
-        CASE WHEN v_new IS NULL THEN p_metadata ELSE '{}' END || coalesce(r.metadata, '{}'),
+    PERFORM oauth._store_answers(ARRAY[v_id], ARRAY[NULL::bigint], ARRAY[p_answered_at], ARRAY[v_at],
+        ARRAY[CASE WHEN r.refresh_token IS NOT NULL
+                   THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh') END],
+        ARRAY[r.expires_in::bigint], ARRAY[r.rt_expires_in::bigint], ARRAY[r.scope::text],
+        ARRAY[CASE WHEN v_new IS NULL THEN p_metadata ELSE '{}' END || coalesce(r.metadata, '{}')],
         true, coalesce(p_scope, '{}'), p_grant_type);
     IF v_new IS NOT NULL THEN
         PERFORM oauth._event('created', p_workspace, v_id, p_provider,
@@ -941,13 +952,11 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
-REVOKE ALL ON FUNCTION oauth._store_answer(uuid, bigint, timestamptz, bytea, bytea, bigint, bigint,
-    text, jsonb, boolean, text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oauth._store_answers(uuid[], bigint[], timestamptz[], bytea[], bytea[], bigint[], bigint[],
+    text[], jsonb[], boolean, text[], text) FROM PUBLIC;
 -- ---- end of issue 8, part 1 (grant)
 
 -- ---- issue 14, item 2 (provider): changing where a provider's requests go
@@ -960,6 +969,222 @@ ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
                       'provider_registered', 'key_rotated',
                       'copy_adopted', 'provider_changed'));
 -- ---- end of issue 14, item 2 (provider)
+
+-- ---- issue 14, item 8 (provider): outbound addresses.  register_provider
+-- (above, edited in place) refuses IP literals unless
+-- oauth.allow_private_addresses; connect time is checked in C (src/http.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION oauth._check_url_address(text, text) FROM PUBLIC;
+-- ---- end of issue 14, item 8 (provider)
+
+-- ---- tenant (issue 14, item 1): the tenant boundary.  oauth.bind_workspace()
+-- binds a transaction to one workspace (src/tenant.c); valid_token,
+-- token_rejected, refresh, the connection lookups and connection_status see
+-- that workspace only; oauth.require_workspace makes the binding mandatory.
+CREATE FUNCTION oauth._bound_workspace() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION oauth._bound_workspace() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;
+CREATE OR REPLACE VIEW oauth.connection_status WITH (security_barrier) AS
+SELECT c.id,
+       c.workspace_id,
+       c.provider,
+       c.provider_account_id,
+       CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+            WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+            ELSE 'active' END AS state,
+       c.grant_type,
+       c.scope,
+       c.expires_at,
+       c.refresh_after,
+       c.refreshed_at,
+       c.refresh_token_expires_at,
+       c.refresh_token_ciphertext IS NOT NULL AS has_refresh_token,
+       c.last_refresh_error,
+       c.failure_count,
+       c.next_attempt_at,
+       c.reauth_required_at,
+       c.revoked_at,
+       c.metadata,
+       c.version,
+       c.created_at,
+       c.updated_at
+  FROM oauth.connections c
+ WHERE oauth._bound_workspace() IS NULL OR c.workspace_id = oauth._bound_workspace();
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION oauth.bind_workspace(text), oauth._workspace_admitted(text),
+    oauth._check_workspace_binding(text) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
+RETURNS oauth.connections LANGUAGE plpgsql AS $$
+DECLARE
+    c oauth.connections;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', p_workspace);
+    PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    IF lock THEN
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
+    ELSE
+        SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
+    RETURN c;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.create_connection(
+    workspace_id text, provider text, provider_account_id text, access_token text,
+    refresh_token text, expires_at timestamptz, scope text[] DEFAULT '{}',
+    metadata jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    v_id uuid := gen_random_uuid();
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('provider_account_id', provider_account_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    p := oauth._provider(provider);
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    INSERT INTO oauth.connections (id, workspace_id, provider, provider_account_id,
+        access_token_ciphertext, refresh_token_ciphertext, scope, expires_at,
+        refresh_after, metadata)
+    VALUES (v_id, workspace_id, provider, provider_account_id,
+        oauth._seal(access_token, 'connection/' || v_id || '/access'),
+        oauth._seal(refresh_token, 'connection/' || v_id || '/refresh'),
+        scope, expires_at,
+        oauth._refresh_after(expires_at, p.refresh_buffer, p.refresh_token_idle_ttl, NULL, now(),
+                             refresh_token IS NOT NULL),
+        metadata);
+    PERFORM oauth._event('created', workspace_id, v_id, provider,
+        jsonb_build_object('provider_account_id', provider_account_id,
+                           'has_refresh_token', refresh_token IS NOT NULL));
+    RETURN v_id;
+END $$;
+CREATE OR REPLACE FUNCTION oauth.client_credentials(workspace_id text, provider text, scope text[] DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p oauth.providers;
+    r record;
+BEGIN
+    PERFORM oauth._not_null('workspace_id', workspace_id);
+    PERFORM oauth._not_null('provider', provider);
+    PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_workspace_binding(workspace_id);
+    p := oauth._provider(provider);
+    r := oauth._provider_call(provider, 'token',
+            CASE WHEN cardinality(scope) > 0
+                 THEN jsonb_build_object('grant_type', 'client_credentials',
+                                         'scope', array_to_string(scope, p.scope_separator))
+                 ELSE jsonb_build_object('grant_type', 'client_credentials') END,
+            '{}');
+    IF r.klass <> 'success' THEN
+        PERFORM oauth._raise_call_failure('client credentials grant', provider, r);
+    END IF;
+    -- a provider that sends a refresh token here is ignored: renewal uses the client's credentials
+    r.refresh_token := NULL;
+    RETURN oauth._store_grant(workspace_id, provider, 'client:' || p.client_id,
+                              'client_credentials', r, scope, '{}');
+END $$;
+-- ---- end of tenant, item 1
+
+-- ---- tenant (issue 14, item 5): NOTIFY oauth_connection_state carries the
+-- event id only (a trigger on oauth.events); oauth.connection_event()
+-- resolves it for a reader who may see the workspace.  reauthorize, revoke
+-- and _store_grant no longer notify themselves.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+REVOKE ALL ON FUNCTION oauth._event_notify(), oauth.connection_event(bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION oauth.reauthorize(
+    workspace_id text, connection_id uuid, access_token text, refresh_token text,
+    expires_at timestamptz, scope text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c oauth.connections;
+    p oauth.providers;
+BEGIN
+    c := oauth._connection(workspace_id, connection_id);
+    PERFORM oauth._not_null('access_token', access_token);
+    IF access_token = '' OR refresh_token = '' THEN
+        RAISE EXCEPTION 'access_token and refresh_token must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
+    IF expires_at IS NULL AND p.default_lifetime IS NOT NULL THEN
+        expires_at := now() + p.default_lifetime;
+    END IF;
+    UPDATE oauth.connections SET
+        access_token_ciphertext = oauth._seal(access_token, 'connection/' || c.id || '/access'),
+        -- a provider that does not send a new refresh token keeps the old one valid
+        refresh_token_ciphertext = coalesce(oauth._seal(refresh_token, 'connection/' || c.id || '/refresh'),
+                                            c.refresh_token_ciphertext),
+        scope = coalesce(reauthorize.scope, c.scope),
+        expires_at = reauthorize.expires_at,
+        refresh_token_expires_at = NULL,
+        refresh_after = oauth._refresh_after(reauthorize.expires_at, p.refresh_buffer,
+                                             p.refresh_token_idle_ttl, NULL, now(),
+                                             refresh_token IS NOT NULL OR c.refresh_token_ciphertext IS NOT NULL,
+                                             true),
+        refreshed_at = now(), reauth_required_at = NULL, revoked_at = NULL,
+        last_refresh_error = NULL, failure_count = 0, next_attempt_at = NULL,
+        version = c.version + 1, updated_at = now()
+     WHERE id = c.id;
+    PERFORM oauth._event('reauthorized', c.workspace_id, c.id, c.provider,
+        jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
+                                       WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
+                                       ELSE 'active' END));
+END $$;
+-- ---- end of tenant, item 5
 
 -- ---- issue 14, item 7 (memsafe): the copy guard holds without triggers.
 -- oauth.refresh_home may hold more than one row (a restore with

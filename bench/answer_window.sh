@@ -38,6 +38,7 @@ unix_socket_directories = '$TMP'
 shared_preload_libraries = 'oauth_tokens'
 oauth.database = 'postgres'
 oauth.allow_http = on
+oauth.allow_private_addresses = on
 oauth.sweep_interval = 0
 EOF
 "${RUN[@]}" $PG_BIN/pg_ctl -D "$TMP/data" -l "$TMP/server.log" -w start >/dev/null

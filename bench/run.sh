@@ -13,7 +13,11 @@
 #   6. caller wait while 2,000 due connections crawl through a slow provider;
 #   7. rotate_key over 100,000 connections while callers need refreshes: the
 #      longest caller wait during the rotation (and, for contrast, during the
-#      former single-transaction rotation).
+#      former single-transaction rotation);
+#   8. refreshes per second against a fast local TLS endpoint (nginx on
+#      loopback, keep-alive, new tokens in every answer) with fsync and
+#      synchronous_commit on, beside the endpoint's own limit measured by wrk
+#      at the same concurrency.
 # Prints a report and writes it to bench/results.md.  Everything it starts is
 # stopped and removed on exit.
 #
@@ -28,10 +32,13 @@
 #   SWEEP_PASSES      sweeps in part 3; the worst counts (2)
 #   SWEEP_TIMEOUT     seconds part 3 waits for one sweep (120)
 #   BENCH_PROVIDER    tuned (default) | stock: see bench/provider_bench.py
-#   BENCH_PARTS       which parts to run ("1 2 3 4 5 6"); a subset is for development
+#   BENCH_PARTS       which parts to run ("1 2 3 4 5 6 7 8"); a subset is for development
 #                     and does not overwrite bench/results.md
 #   BENCH_KEEP_TMP    1: keep the temp dir (logs, pgbench logs) after the run
 #   BENCH_EXTRA_CONF  lines appended to postgresql.conf (for investigations)
+#   FAST_N            part 8: connections due at once (20000)
+#   FAST_CONCURRENCY  part 8: oauth.max_concurrent_refreshes and wrk's connections (64)
+#   BENCH_PERF        1: part 8 records a perf profile of the worker (needs perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
@@ -45,7 +52,10 @@ SWEEP_PASSES=${SWEEP_PASSES:-2}
 SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-120}
 CALLS_LIST=""
 BENCH_PROVIDER=${BENCH_PROVIDER:-tuned}
-BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5 6 7}
+BENCH_PARTS=${BENCH_PARTS:-1 2 3 4 5 6 7 8}
+FAST_N=${FAST_N:-20000}
+FAST_CONCURRENCY=${FAST_CONCURRENCY:-64}
+BENCH_PERF=${BENCH_PERF:-0}
 ROTATE_N=${ROTATE_N:-100000}        # part 7: connections re-encrypted
 ROTATE_CLIENTS=${ROTATE_CLIENTS:-8} # part 7: callers forcing refreshes meanwhile
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}
@@ -55,10 +65,16 @@ N_CONN=10000
 N_BIG=1000000
 N_DUE=1000
 
-if [ -z "${PG_CONFIG:-}" ]; then
-    bash scripts/setup.sh
-    PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+# part 8's endpoint and load generator, from Debian
+EXTRA_PKGS=()
+if [[ " $BENCH_PARTS " == *" 8 "* ]]; then
+    [ -x /usr/sbin/nginx ] || EXTRA_PKGS+=(nginx-light)
+    command -v wrk >/dev/null 2>&1 || EXTRA_PKGS+=(wrk)
 fi
+if [ -z "${PG_CONFIG:-}" ] || [ ${#EXTRA_PKGS[@]} -gt 0 ]; then
+    bash scripts/setup.sh "${EXTRA_PKGS[@]}"
+fi
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PG_BIN=$("$PG_CONFIG" --bindir)
 DB=postgres
 
@@ -102,6 +118,9 @@ cleanup() {
     done
     if [ -f "$TMP/provider.pid" ]; then
         kill "$(cat "$TMP/provider.pid")" 2>/dev/null
+    fi
+    if [ -f "$TMP/nginx/nginx.pid" ]; then
+        kill "$(cat "$TMP/nginx/nginx.pid")" 2>/dev/null
     fi
     if [ -n "$STARTED" ]; then
         "${RUN[@]}" $PG_BIN/pg_ctl -D "$DATA" -m immediate -w stop >/dev/null 2>&1
@@ -160,6 +179,7 @@ full_page_writes = off
 shared_preload_libraries = 'oauth_tokens'
 oauth.database = '$DB'
 oauth.allow_http = on
+oauth.allow_private_addresses = on
 oauth.sweep_interval = 0
 log_min_messages = warning
 ${BENCH_EXTRA_CONF:-}
@@ -1113,7 +1133,157 @@ target "6. caller of another provider, max wait <= ${Q_TARGET} ms" "$Q_MAX" '<='
 target "6. caller of the slow provider, max wait <= ${S_TARGET} ms" "$S_MAX" '<=' "$S_TARGET"
 }
 
-for p in 5 6 7; do
+# ---- part 8: refreshes per second against a fast TLS endpoint ------------------------
+# nginx on loopback answers every POST /token with new tokens ($request_id),
+# keep-alive, TLS with the test CA; wrk measures its limit at the same
+# concurrency.  Then FAST_N connections are made due at once and the sweep
+# refreshes them with fsync and synchronous_commit on.
+fast_endpoint() {
+    local dir=$TMP/nginx
+    mkdir -p "$dir"
+    bash test/gen_certs.sh "$dir/certs"
+    FPORT=$(python3 bench/benchlib.py free-port)
+    cat > "$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$FPORT ssl;
+        ssl_certificate $dir/certs/server.crt;
+        ssl_certificate_key $dir/certs/server.key;
+        location /token {
+            default_type application/json;
+            return 200 '{"access_token": "at-\$request_id", "refresh_token": "rt-\$request_id", "token_type": "Bearer", "expires_in": 3600}';
+        }
+    }
+}
+EOF
+    /usr/sbin/nginx -c "$dir/nginx.conf" -p "$dir" || die "nginx did not start"
+    for _ in $(seq 50); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
+    FURL=https://127.0.0.1:$FPORT/token
+    curl -sf --cacert "$dir/certs/ca.crt" -d 'grant_type=refresh_token&refresh_token=x' "$FURL" \
+        | grep -q '"refresh_token": "rt-' || die "the fast endpoint does not answer"
+    chmod 755 "$dir" "$dir/certs"
+    chmod 644 "$dir/certs/ca.crt"
+}
+
+part8() {
+log "part 8: fast TLS endpoint"
+fast_endpoint
+cat > "$TMP/nginx/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = "grant_type=refresh_token&refresh_token=bench.0"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+EOF
+WRK_OUT=$(wrk -t2 -c"$FAST_CONCURRENCY" -d10s -s "$TMP/nginx/post.lua" "$FURL" 2>&1) \
+    || { echo "$WRK_OUT" >&2; die "wrk failed"; }
+HTTP_RPS=$(echo "$WRK_OUT" | awk '/^Requests\/sec/ { printf "%.0f", $2 }')
+log "endpoint limit (wrk, $FAST_CONCURRENCY connections): $HTTP_RPS requests/s"
+
+log "part 8: $FAST_N connections"
+q "ALTER SYSTEM SET oauth.ca_file = '$TMP/nginx/certs/ca.crt'" >/dev/null
+q "ALTER SYSTEM SET fsync = on" >/dev/null
+q "ALTER SYSTEM SET synchronous_commit = on" >/dev/null
+q "ALTER SYSTEM SET full_page_writes = on" >/dev/null
+q "ALTER SYSTEM SET oauth.max_concurrent_refreshes = $FAST_CONCURRENCY" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+q "SELECT oauth.register_provider('fast', '$FURL', 'bench-client', 'bench-secret')" >/dev/null
+q "CREATE SCHEMA IF NOT EXISTS bench;
+   CREATE TABLE bench.fast (n int PRIMARY KEY, id uuid NOT NULL);
+   INSERT INTO bench.fast
+   SELECT g, oauth.create_connection('fws' || (g % 100), 'fast', 'facct' || g,
+                                     'access-token-' || g, 'f' || g || '.0', now() + interval '1 day')
+     FROM generate_series(1, $FAST_N) g;
+   UPDATE oauth.connections c SET refresh_after = now() - interval '1 minute'
+     FROM bench.fast f WHERE f.id = c.id;"
+q "VACUUM ANALYZE oauth.connections" >/dev/null
+q "CHECKPOINT" >/dev/null
+WPID=$(q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'oauth_tokens worker'")
+IFS='|' read -r fa0 fs0 < <(q "SELECT refreshes_attempted, refreshes_succeeded FROM oauth.stats()")
+T0=$(q "SELECT clock_timestamp()")
+PERF_PID=""
+if [ "$BENCH_PERF" = 1 ] && command -v perf >/dev/null 2>&1; then
+    perf record -g -o "$TMP/perf.data" -p "$WPID" >/dev/null 2>&1 &
+    PERF_PID=$!
+fi
+t0=$(date +%s.%N)
+q "ALTER SYSTEM SET oauth.sweep_interval = '200ms'" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+while :; do
+    F_LEFT=$(q "SELECT count(*) FROM oauth.connections c JOIN bench.fast f ON f.id = c.id
+                 WHERE c.refreshed_at IS NULL OR c.refreshed_at < '$T0'")
+    F_TIME=$(calc %.2f "$(date +%s.%N) - $t0")
+    [ "$F_LEFT" -eq 0 ] && break
+    awk -v e="$F_TIME" -v t="$SWEEP_TIMEOUT" 'BEGIN { exit !(e > t) }' && break
+    sleep 0.1
+done
+if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null
+    wait "$PERF_PID" 2>/dev/null || true
+fi
+q "ALTER SYSTEM SET oauth.sweep_interval = 0" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+F_DB=$(q "SELECT round(extract(epoch FROM max(c.refreshed_at) - '$T0'::timestamptz)::numeric, 2)
+            FROM oauth.connections c JOIN bench.fast f ON f.id = c.id WHERE c.refreshed_at >= '$T0'")
+IFS='|' read -r fa1 fs1 < <(q "SELECT refreshes_attempted, refreshes_succeeded FROM oauth.stats()")
+F_DONE=$((FAST_N - F_LEFT))
+F_RPS=$(calc %.0f "$F_DONE / $F_TIME")
+F_RATIO=$(calc %.3f "$F_RPS / $HTTP_RPS")
+log "part 8: $F_DONE refreshed in $F_TIME s: $F_RPS refreshes/s, $F_RATIO of the endpoint's limit"
+PERF_TOP=""
+if [ -n "$PERF_PID" ] && [ -s "$TMP/perf.data" ]; then
+    PERF_TOP=$(perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+               | grep -E '^ +[0-9]' | head -25)
+fi
+for s in fsync synchronous_commit full_page_writes oauth.max_concurrent_refreshes oauth.ca_file; do
+    q "ALTER SYSTEM RESET $s" >/dev/null
+done
+q "SELECT pg_reload_conf()" >/dev/null
+{
+    echo "## 8. Refreshes per second against a fast TLS endpoint"
+    echo
+    echo "nginx (Debian's nginx-light, one worker process) on loopback, TLS with the test CA,"
+    echo "keep-alive, answering every POST /token with a new access and refresh token. Its own"
+    echo "limit: wrk -t2 -c$FAST_CONCURRENCY -d10s, POSTing the same form. Then $FAST_N connections due at"
+    echo "once, refreshed by the sweep (oauth.sweep_interval = 200ms) with"
+    echo "**fsync = on, synchronous_commit = on, full_page_writes = on** and"
+    echo "oauth.max_concurrent_refreshes = $FAST_CONCURRENCY; time from the reload until none is left"
+    echo "(polled every 100 ms)."
+    echo
+    echo "| measure | value | target | |"
+    echo "|---|---:|---|---|"
+    echo "| endpoint limit (wrk, requests/s) | $HTTP_RPS | | |"
+    echo "| connections refreshed | $F_DONE of $FAST_N | $FAST_N | $( [ "$F_LEFT" -eq 0 ] && echo met || echo MISSED ) |"
+    echo "| time (s); last refreshed_at - reload (s) | $F_TIME; ${F_DB:-n/a} | | |"
+    echo "| refreshes/s | $F_RPS | >= 10000 | $(status "$F_RPS" '>=' 10000) |"
+    echo "| refreshes/s / endpoint limit | $F_RATIO | >= 0.25 | $(status "$F_RATIO" '>=' 0.25) |"
+    echo "| stats(): attempted / succeeded | +$((fa1 - fa0)) / +$((fs1 - fs0)) | | |"
+    echo
+    if [ -n "$PERF_TOP" ]; then
+        echo "perf profile of the worker during the sweep (self time, top symbols):"
+        echo
+        echo '```'
+        echo "$PERF_TOP"
+        echo '```'
+        echo
+    fi
+} >> "$RES"
+target "8. refreshes/s against a fast TLS endpoint (fsync on)" "$F_RPS" '>=' 10000
+target "8. refreshes/s / endpoint limit" "$F_RATIO" '>=' 0.25
+kill "$(cat "$TMP/nginx/nginx.pid")" 2>/dev/null || true
+}
+
+for p in 5 6 7 8; do
     if part $p; then
         "part$p"
     fi
@@ -1133,7 +1303,7 @@ done
 echo
 cat "$RES"
 echo
-if [ "$BENCH_PARTS" = "1 2 3 4 5 6 7" ]; then
+if [ "$BENCH_PARTS" = "1 2 3 4 5 6 7 8" ]; then
     cp "$RES" "$SRC/bench/results.md"
     log "results written to bench/results.md"
 else

@@ -42,6 +42,7 @@ unix_socket_directories = '$DIR'
 shared_preload_libraries = 'oauth_tokens'
 oauth.database = 'postgres'
 oauth.allow_http = on            # the demo provider is plain HTTP on 127.0.0.1
+oauth.allow_private_addresses = on
 oauth.sweep_interval = '2s'
 EOC
 "${AS[@]}" bash -c "umask 077; echo \"k1:\$(openssl rand -base64 32)\" > '$PGDATA/oauth_tokens.keys'"

@@ -27,7 +27,9 @@
 # run even after a failure, and a summary line says how each one went.
 set -euo pipefail
 shopt -s inherit_errexit
-cd "$(dirname "$0")/.."
+# sourced by scripts/ci.d/40-deb.sh for its root filesystem functions: then
+# main does not run (see the last line)
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SRC=$(pwd)
 CACHE=${OAUTH_ROOTFS_CACHE:-/var/cache/oauth_tokens}
 NATIVE_MAJOR=15
@@ -97,12 +99,15 @@ debian_mirror() {
 }
 
 # Make (or reuse) the cached root filesystem for major $1; prints its path.
-# Called with the major's lock held exclusively.
+# Called with the major's lock held exclusively.  ROOTFS_NAME, ROOTFS_SUITE
+# and ROOTFS_PACKAGES make another one (40-deb.sh: a Debian 12 root with
+# PostgreSQL but no compiler), ROOTFS_MIRRORS its mmdebstrap MIRROR arguments
+# (words: URIs or sources files; default: debian_mirror).
 ensure_rootfs() {
-    local major=$1 suite mirror pkgs recipe root=$CACHE/rootfs-$1
-    suite=$(suite_for "$major")
-    mirror=$(debian_mirror)
-    pkgs=$(packages_for "$major")
+    local major=$1 suite mirror pkgs recipe root=$CACHE/${ROOTFS_NAME:-rootfs-$1}
+    suite=${ROOTFS_SUITE:-$(suite_for "$major")}
+    mirror=${ROOTFS_MIRRORS:-$(debian_mirror)}
+    pkgs=${ROOTFS_PACKAGES:-$(packages_for "$major")}
     # sid's Release file may be older than its Valid-Until on a frozen mirror
     local aptopt='Acquire::Check-Valid-Until "false"'
     recipe="recipe=1 suite=$suite mirror=$mirror variant=apt aptopt=$aptopt packages=$pkgs"
@@ -119,8 +124,8 @@ ensure_rootfs() {
         --include="$(echo $pkgs | tr ' ' ',')" \
         --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" &&
             echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/oauth_tokens.conf"' \
-        "$suite" "$root.new" "$mirror" >&2
-    [ -x "$root.new/usr/lib/postgresql/$major/bin/pg_config" ] ||
+        "$suite" "$root.new" $mirror >&2
+    [ -x "$root.new/usr/lib/postgresql/$major/bin/postgres" ] ||
         { echo "matrix: $suite gave no PostgreSQL $major" >&2; return 1; }
     echo "$recipe" > "$root.new/.oauth_tokens_rootfs"
     rm -rf "$root"
@@ -333,5 +338,6 @@ main() {
     return $failed
 }
 
-# parsed whole before it runs, so that editing this file mid-run is harmless
-main "$@"; exit
+# parsed whole before it runs, so that editing this file mid-run is harmless;
+# sourced, it only defines its functions
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; exit; fi

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential postgresql-15 postgresql-server-dev-15 postgresql-contrib
       libcurl4-openssl-dev postgresql-15-cron libipc-run-perl perl python3 openssl curl
-      rsync ca-certificates)
+      rsync ca-certificates prometheus-postgres-exporter)
 # extra packages a caller needs on top (scripts/matrix.sh: mmdebstrap)
 PKGS+=("$@")
 

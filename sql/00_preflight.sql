@@ -32,6 +32,10 @@ SELECT CASE WHEN pg_stat_file(current_setting('data_directory') || '/oauth_token
                  '(a failed earlier run leaves its ring: remove it with rm "'
                  || current_setting('data_directory') || '/oauth_tokens.keys")' END
        AS no_key_ring_yet;
+SELECT CASE WHEN current_setting('oauth.allow_private_addresses', true) = 'on' THEN 'ok'
+            ELSE 'set oauth.allow_private_addresses = on and reload the server '
+                 '(the suite''s providers are on 127.0.0.1)' END
+       AS private_addresses;
 -- 99_cleanup removes the ring the suite wrote only when this passed
 CREATE TABLE public.preflight AS
 SELECT pg_stat_file(current_setting('data_directory') || '/oauth_tokens.keys', true) IS NULL

@@ -196,3 +196,17 @@ SELECT count(*) AS providers_with_secret_in_clear FROM oauth.providers p
     OR p::text ~ 'the-secret|google-secret|notion-secret';
 SELECT event, provider, detail - '{by,session_user}'::text[] AS detail FROM oauth.events
  WHERE provider LIKE 'p10%' ORDER BY id;
+
+-- Outbound addresses: with oauth.allow_private_addresses off (a superuser
+-- setting; the suite's own configuration turns it on for its loopback
+-- providers), a provider URL must name its host by DNS name.
+SET oauth.allow_private_addresses = off;
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://169.254.169.254/token', 'c', 's')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://0x7f000001/token', 'c', 's')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://auth.example.com/token', 'c', 's',
+                                            revoke_url => 'https://[::1]/revoke')$$, true);
+SELECT try($$SELECT oauth.register_provider('p10_ip', 'https://{tenant}.example.com/token', 'c', 's',
+                                            allowed_hosts => '{*.example.com}')$$);
+RESET oauth.allow_private_addresses;
+SELECT name, token_url FROM oauth.providers WHERE name = 'p10_ip';
+DELETE FROM oauth.providers WHERE name = 'p10_ip';

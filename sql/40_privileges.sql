@@ -23,9 +23,11 @@ CREATE ROLE app_role NOLOGIN;
 CREATE ROLE admin_role NOLOGIN;
 CREATE ROLE nobody_role NOLOGIN;
 
--- Nothing in schema oauth is granted to PUBLIC.
+-- Nothing in schema oauth is granted to PUBLIC, except the function the
+-- connection_status view calls as its reader (it tells a session only its
+-- own workspace binding; the schema itself stays closed).
 SELECT has_schema_privilege('nobody_role', 'oauth', 'USAGE') AS schema_usage;
-SELECT count(*) AS functions_executable_by_public
+SELECT coalesce(string_agg(oid::regprocedure::text, ', '), '') AS functions_executable_by_public
   FROM pg_proc WHERE pronamespace = 'oauth'::regnamespace
    AND has_function_privilege('nobody_role', oid, 'EXECUTE');
 SELECT count(*) AS relations_readable_by_public

@@ -21,8 +21,13 @@
  *	    numeric string) of seconds from 0 to OAUTH_MAX_EXPIRES_IN, fractions
  *	    rounded down; anything else (negative, 1e300, NaN, text) is ignored
  *	    as if absent, so default_lifetime applies;
- *	  - a secret the call sent (client secret, refresh token, code, ...) that
- *	    the provider echoes back is replaced by "[redacted]" (redact).
+ *	  - every secret the call sent (client secret, refresh token, code,
+ *	    code_verifier, the Basic header's value; provider.c lists them) is
+ *	    cut out of every provider string, in every form an echo can take
+ *	    (raw, URL-encoded, JSON-escaped), whole or in part: no run of
+ *	    REDACT_WINDOW bytes of any form survives (redact).  A string is
+ *	    redacted whole, and only then clipped (provider_text), so a secret
+ *	    that straddles the cut cannot leave its beginning behind.
  *
  * provider.c classifies answers with these; nothing here decides a class.
  *
@@ -332,80 +337,349 @@ clip(const char *s, int max)
 	return out;
 }
 
-/* Request fields whose values are secrets. */
-static const char *const secret_fields[] = {
-	"refresh_token", "code", "code_verifier", "client_secret", "token",
-	"client_assertion", "password", NULL
-};
+/* ---- redaction --------------------------------------------------------- */
 
 /*
- * The secrets a call sent (the client secret, and the values of the
- * request's secret fields, decoded and as sent), so that a provider that
- * echoes its request into an error or a kept field cannot put them into
- * our messages, events or logs.
+ * Is c kept as it is by a URL encoder that keeps ALPHA, DIGIT and the bytes
+ * of keep?
  */
-List *
-sent_secrets(ProviderConf *conf, HttpCall *call)
+static bool
+url_keeps(unsigned char c, const char *keep)
 {
-	List	   *out = NIL;
-	List	   *fields = NIL;
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		(c != '\0' && strchr(keep, c) != NULL);
+}
+
+/* v percent-encoded: keep as above, hex in upper or lower case, space as '+' or %20. */
+static char *
+url_form(const char *v, const char *keep, bool lower, bool plus)
+{
+	const char *hex = lower ? "0123456789abcdef" : "0123456789ABCDEF";
+	StringInfoData b;
+
+	initStringInfo(&b);
+	for (const unsigned char *p = (const unsigned char *) v; *p; p++)
+	{
+		if (url_keeps(*p, keep))
+			appendStringInfoChar(&b, (char) *p);
+		else if (*p == ' ' && plus)
+			appendStringInfoChar(&b, '+');
+		else
+		{
+			appendStringInfoChar(&b, '%');
+			appendStringInfoChar(&b, hex[*p >> 4]);
+			appendStringInfoChar(&b, hex[*p & 15]);
+		}
+	}
+	return b.data;
+}
+
+/* Append \uXXXX (a UTF-16 unit) in the given case. */
+static void
+append_u(StringInfo b, unsigned int u, bool lower)
+{
+	appendStringInfo(b, lower ? "\\u%04x" : "\\u%04X", u);
+}
+
+/*
+ * v as the inside of a JSON string, the way some encoder writes it: '/' as
+ * "\/" (PHP) or not; characters beyond ASCII as \uXXXX in lower case
+ * (Python, PHP), upper case, or as they are (nonascii 0, 1, 2); <, >, &
+ * and ' as \u00XX (Go, html-safe) or not.  v must be valid UTF-8 when
+ * nonascii is not 0.
+ */
+static char *
+json_form(const char *v, bool slash, int nonascii, bool html)
+{
+	StringInfoData b;
+	const unsigned char *p = (const unsigned char *) v;
+
+	initStringInfo(&b);
+	while (*p)
+	{
+		unsigned char c = *p;
+
+		if (c == '"' || c == '\\')
+		{
+			appendStringInfoChar(&b, '\\');
+			appendStringInfoChar(&b, (char) c);
+		}
+		else if (c == '/' && slash)
+			appendStringInfoString(&b, "\\/");
+		else if (c == '\b')
+			appendStringInfoString(&b, "\\b");
+		else if (c == '\f')
+			appendStringInfoString(&b, "\\f");
+		else if (c == '\n')
+			appendStringInfoString(&b, "\\n");
+		else if (c == '\r')
+			appendStringInfoString(&b, "\\r");
+		else if (c == '\t')
+			appendStringInfoString(&b, "\\t");
+		else if (c < 0x20 || (html && (c == '<' || c == '>' || c == '&' || c == '\'')))
+			append_u(&b, c, nonascii != 2);
+		else if (IS_HIGHBIT_SET(c) && nonascii != 0)
+		{
+			pg_wchar	u = utf8_to_unicode(p);
+			int			n = pg_utf_mblen(p);
+
+			if (u > 0xFFFF)
+			{
+				append_u(&b, 0xD800 + ((u - 0x10000) >> 10), nonascii == 1);
+				append_u(&b, 0xDC00 + ((u - 0x10000) & 0x3FF), nonascii == 1);
+			}
+			else
+				append_u(&b, u, nonascii == 1);
+			p += n;
+			continue;
+		}
+		else
+			appendStringInfoChar(&b, (char) c);
+		p++;
+	}
+	return b.data;
+}
+
+/* A new, empty set of secrets. */
+Redactor *
+redactor_new(void)
+{
+	return palloc0(sizeof(Redactor));
+}
+
+static void
+add_form(Redactor *r, char *form)
+{
 	ListCell   *lc;
 
-	if (conf->client_secret && strlen(conf->client_secret) >= 4)
-		out = lappend(out, pstrdup(conf->client_secret));
-	if (call->body == NULL || call->body_len == 0 || call->body_len > OAUTH_MAX_BODY)
-		return out;
-	if (!(call->body[0] == '{' && !json_too_deep(call->body, (int) call->body_len) &&
-		  parse_json_fields(call->body, (int) call->body_len, &fields)) &&
-		!parse_form_fields(call->body, (int) call->body_len, &fields))
-		fields = NIL;
-	foreach(lc, fields)
+	if (strlen(form) < REDACT_MIN_FORM)
+		return;
+	foreach(lc, r->forms)
+		if (strcmp(lfirst(lc), form) == 0)
+			return;
+	r->forms = lappend(r->forms, form);
+	r->nwindows = -1;			/* to be built again */
+}
+
+/*
+ * Add a secret that was sent: the value itself, and every way an echo can
+ * spell it (URL-encoded as the common encoders do, JSON-escaped likewise).
+ * A secret shorter than REDACT_MIN_FORM bytes is not redacted: it would
+ * cut ordinary words out of every message and says little by itself.
+ */
+void
+redactor_add_secret(Redactor *r, const char *secret)
+{
+	static const char *const url_keep[] = {"-._~", "*-._", "!'()*-._~", NULL};
+	bool		utf8;
+
+	if (secret == NULL || strlen(secret) < REDACT_MIN_FORM)
+		return;
+	add_form(r, pstrdup(secret));
+	/* letters, digits, '-', '.', '_' only (JWTs, most tokens): every form is the same */
+	if (strspn(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._") ==
+		strlen(secret))
+		return;
 	{
-		Field	   *f = lfirst(lc);
+		/* as clip() and provider_text() show it: control characters as spaces */
+		char	   *spaced = pstrdup(secret);
 
-		for (int i = 0; secret_fields[i]; i++)
-			if (strcmp(f->name, secret_fields[i]) == 0 && f->len >= 4)
-			{
-				char	   *enc = curl_easy_escape(NULL, f->value, f->len);
-
-				out = lappend(out, pstrdup(f->value));
-				if (enc)
-				{
-					out = lappend(out, pstrdup(enc));
-					explicit_bzero(enc, strlen(enc));
-					curl_free(enc);
-				}
-			}
-		explicit_bzero(f->value, f->len);
+		for (char *p = spaced; *p; p++)
+			if ((unsigned char) *p < 0x20 || *p == 0x7f)
+				*p = ' ';
+		add_form(r, spaced);
 	}
+	for (int k = 0; url_keep[k]; k++)
+		for (int lower = 0; lower <= 1; lower++)
+			for (int plus = 0; plus <= 1; plus++)
+				add_form(r, url_form(secret, url_keep[k], lower, plus));
+	utf8 = pg_verify_mbstr(PG_UTF8, secret, strlen(secret), true);
+	for (int slash = 0; slash <= 1; slash++)
+		for (int nonascii = 0; nonascii <= (utf8 ? 2 : 0); nonascii++)
+			for (int html = 0; html <= 1; html++)
+				add_form(r, json_form(secret, slash, nonascii, html));
+}
+
+static inline uint32
+window_slot(uint64 w, uint32 mask)
+{
+	return (uint32) ((w * UINT64CONST(0x9E3779B97F4A7C15)) >> 32) & mask;
+}
+
+/*
+ * Every REDACT_WINDOW-byte window of every form, in an open-addressing hash
+ * set (a window never holds a NUL, so 0 marks a free slot), at most half
+ * full: building and each lookup are O(1) a window.
+ */
+static void
+build_windows(Redactor *r)
+{
+	ListCell   *lc;
+	int			n = 0;
+	uint32		size = 16;
+
+	if (r->windows)
+	{
+		explicit_bzero(r->windows, sizeof(uint64) * (r->mask + 1));
+		pfree(r->windows);
+	}
+	foreach(lc, r->forms)
+		n += Max((int) strlen(lfirst(lc)) - REDACT_WINDOW + 1, 0);
+	while (size < (uint32) n * 2)
+		size <<= 1;
+	r->windows = palloc0(sizeof(uint64) * size);
+	r->mask = size - 1;
+	foreach(lc, r->forms)
+	{
+		const char *f = lfirst(lc);
+		int			len = strlen(f);
+
+		for (int i = 0; i + REDACT_WINDOW <= len; i++)
+		{
+			uint64		w;
+			uint32		k;
+
+			memcpy(&w, f + i, REDACT_WINDOW);
+			for (k = window_slot(w, r->mask); r->windows[k] != 0 && r->windows[k] != w;
+				 k = (k + 1) & r->mask)
+				;
+			r->windows[k] = w;
+		}
+	}
+	r->nwindows = n;
+}
+
+/* Is w a window of a form? */
+static bool
+known_window(const Redactor *r, uint64 w)
+{
+	for (uint32 k = window_slot(w, r->mask); r->windows[k] != 0; k = (k + 1) & r->mask)
+		if (r->windows[k] == w)
+			return true;
+	return false;
+}
+
+/*
+ * s with every trace of the secrets replaced by "[redacted]": every
+ * occurrence of a form, and every run of REDACT_WINDOW or more bytes that
+ * also occurs in a form (a secret echoed in part: cut by the provider,
+ * or at the start or end of s).  So no REDACT_WINDOW bytes of any form
+ * survive, wherever s is clipped later.  Runs are widened to whole UTF-8
+ * characters.  Returns s itself when nothing matched, else a new string;
+ * s is left as it is (the caller wipes it).  O(len(s)) lookups plus
+ * a search for each form shorter than REDACT_WINDOW.
+ */
+char *
+redact(char *s, Redactor *r)
+{
+	int			len;
+	bool	   *mark;
+	bool		any = false;
+	ListCell   *lc;
+	StringInfoData out;
+
+	if (s == NULL || r == NULL || r->forms == NIL)
+		return s;
+	if (r->nwindows < 0)
+		build_windows(r);
+	len = strlen(s);
+	mark = palloc0(Max(len, 1));
+	for (int i = 0; i + REDACT_WINDOW <= len && r->nwindows > 0; i++)
+	{
+		uint64		w;
+
+		memcpy(&w, s + i, REDACT_WINDOW);
+		if (known_window(r, w))
+		{
+			memset(mark + i, true, REDACT_WINDOW);
+			any = true;
+		}
+	}
+	foreach(lc, r->forms)
+	{
+		const char *f = lfirst(lc);
+		int			flen = strlen(f);
+		const char *hit = s;
+
+		if (flen >= REDACT_WINDOW)
+			continue;			/* its windows found it */
+		while ((hit = strstr(hit, f)) != NULL)
+		{
+			memset(mark + (hit - s), true, flen);
+			any = true;
+			hit++;
+		}
+	}
+	if (!any)
+	{
+		pfree(mark);
+		return s;
+	}
+	initStringInfo(&out);
+	for (int i = 0; i < len;)
+	{
+		int			end;
+
+		if (!mark[i])
+		{
+			appendStringInfoChar(&out, s[i++]);
+			continue;
+		}
+		/* a run, widened to whole characters at both ends */
+		while (out.len > 0 && (s[i] & 0xC0) == 0x80 && i > 0)
+		{
+			out.len--;
+			i--;
+		}
+		out.data[out.len] = '\0';
+		end = i;
+		while (end < len && (mark[end] || (s[end] & 0xC0) == 0x80))
+			end++;
+		appendStringInfoString(&out, "[redacted]");
+		i = end;
+	}
+	pfree(mark);
+	return out.data;
+}
+
+/*
+ * A provider string made fit for a message: not valid text is replaced,
+ * control characters become spaces, then every secret is redacted from the
+ * whole string, and only then is it clipped to max bytes (clip): a secret
+ * that straddles the cut is gone before the cut is made.
+ */
+char *
+provider_text(const char *s, int max, Redactor *r)
+{
+	int			len = strlen(s);
+	char	   *t;
+	char	   *red;
+	char	   *out;
+
+	if (!valid_db_text(s, len))
+		return pstrdup("(not valid text)");
+	t = pstrdup(s);
+	for (int i = 0; i < len; i++)
+		if ((unsigned char) t[i] < 0x20 || t[i] == 0x7f)
+			t[i] = ' ';
+	red = redact(t, r);
+	out = clip(red, max);
+	if (red != t)
+		explicit_bzero(red, strlen(red));
+	explicit_bzero(t, len);
 	return out;
 }
 
-/* s with every occurrence of a secret replaced by "[redacted]". */
-char *
-redact(char *s, List *secrets)
+/* Wipe every form (they are secrets) and the windows. */
+void
+redactor_wipe(Redactor *r)
 {
 	ListCell   *lc;
 
-	if (s == NULL)
-		return NULL;
-	foreach(lc, secrets)
-	{
-		const char *sec = lfirst(lc);
-		size_t		slen = strlen(sec);
-		char	   *hit;
-
-		while (slen > 0 && (hit = strstr(s, sec)) != NULL)
-		{
-			StringInfoData out;
-
-			initStringInfo(&out);
-			appendBinaryStringInfo(&out, s, hit - s);
-			appendStringInfoString(&out, "[redacted]");
-			appendStringInfoString(&out, hit + slen);
-			explicit_bzero(s, strlen(s));
-			s = out.data;
-		}
-	}
-	return s;
+	if (r == NULL)
+		return;
+	foreach(lc, r->forms)
+		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
+	if (r->windows)
+		explicit_bzero(r->windows, sizeof(uint64) * (r->mask + 1));
 }

@@ -34,7 +34,29 @@ extern bool parse_form_fields(const char *body, int len, List **fields);
 extern Field *find_field(List *fields, const char *name);
 extern bool parse_int_field(Field *f, int64 *out);
 extern char *clip(const char *s, int max);
-extern List *sent_secrets(ProviderConf *conf, HttpCall *call);
-extern char *redact(char *s, List *secrets);
+
+/*
+ * Redaction: no run of REDACT_WINDOW bytes of any form of any secret a call
+ * sent survives in provider text.  8 bytes: shorter runs of a random secret
+ * say little about it (a 40-character secret keeps 32 unknown characters),
+ * while shorter windows would start cutting ordinary words out of messages.
+ * Forms shorter than REDACT_MIN_FORM bytes are not secrets worth the noise.
+ */
+#define REDACT_WINDOW 8
+#define REDACT_MIN_FORM 4
+
+typedef struct Redactor
+{
+	List	   *forms;			/* of char *: every form of every secret */
+	uint64	   *windows;		/* hash set of their REDACT_WINDOW-byte windows */
+	uint32		mask;			/* its size - 1 */
+	int			nwindows;		/* -1: forms changed, build them again */
+} Redactor;
+
+extern Redactor *redactor_new(void);
+extern void redactor_add_secret(Redactor *r, const char *secret);
+extern char *redact(char *s, Redactor *r);
+extern char *provider_text(const char *s, int max, Redactor *r);
+extern void redactor_wipe(Redactor *r);
 
 #endif

@@ -24,7 +24,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -34,6 +36,7 @@
 #include "worker.h"
 
 static SPIPlanPtr plan_event = NULL;
+static SPIPlanPtr plan_events = NULL;
 
 /* Prepare sql and keep the plan for the worker's life. */
 SPIPlanPtr
@@ -137,21 +140,67 @@ json_str(const char *s)
 }
 
 /*
- * Run fn(job) in its own subtransaction.  An error becomes *failed, its
- * message (in job->cxt) and its SQLSTATE; the batch goes on.
+ * Record n events of one kind at once (never a secret in a detail).  Inside
+ * a batch.
  */
 void
-run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
+add_events(int n, char **workspaces, pg_uuid_t *ids, char **providers,
+		   const char *event, char **details)
+{
+	Datum	   *ws = palloc(sizeof(Datum) * n);
+	Datum	   *id = palloc(sizeof(Datum) * n);
+	Datum	   *pv = palloc(sizeof(Datum) * n);
+	Datum	   *dt = palloc(sizeof(Datum) * n);
+	bool	   *wsn = palloc0(sizeof(bool) * n);
+	bool	   *pvn = palloc0(sizeof(bool) * n);
+	Datum		v[5];
+
+	if (n == 0)
+		return;
+	if (plan_events == NULL)
+		plan_events = prepare_saved(
+			"INSERT INTO oauth.events (workspace_id, connection_id, provider, event, detail) "
+			"SELECT e.w, e.c, e.p, $4, e.d::pg_catalog.jsonb "
+			"  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), "
+			"                  pg_catalog.unnest($2::pg_catalog.uuid[]), "
+			"                  pg_catalog.unnest($3::pg_catalog.text[]), "
+			"                  pg_catalog.unnest($5::pg_catalog.text[])) AS e(w, c, p, d)",
+			5, (Oid[]) {TEXTARRAYOID, UUIDARRAYOID, TEXTARRAYOID, TEXTOID, TEXTARRAYOID});
+	for (int i = 0; i < n; i++)
+	{
+		wsn[i] = workspaces[i] == NULL;
+		ws[i] = wsn[i] ? (Datum) 0 : CStringGetTextDatum(workspaces[i]);
+		id[i] = UUIDPGetDatum(&ids[i]);
+		pvn[i] = providers[i] == NULL;
+		pv[i] = pvn[i] ? (Datum) 0 : CStringGetTextDatum(providers[i]);
+		dt[i] = CStringGetTextDatum(details[i]);
+	}
+	v[0] = datum_array(ws, wsn, n, TEXTOID);
+	v[1] = datum_array(id, NULL, n, UUIDOID);
+	v[2] = datum_array(pv, pvn, n, TEXTOID);
+	v[3] = CStringGetTextDatum(event);
+	v[4] = datum_array(dt, NULL, n, TEXTOID);
+	if (exec_plan(plan_events, v, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record events");
+}
+
+/*
+ * Run fn(arg) in its own subtransaction.  Returns false on an error, whose
+ * message (in errcxt) and SQLSTATE it gives back; the batch goes on.
+ */
+bool
+try_isolated(void (*fn) (void *arg), void *arg, MemoryContext errcxt,
+			 char **errmsg_out, int *sqlstate)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	bool		ok = true;
 
-	*failed = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		fn(job);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -166,11 +215,52 @@ run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		*failed = true;
-		*errmsg_out = MemoryContextStrdup(job->cxt, edata->message);
+		ok = false;
+		*errmsg_out = MemoryContextStrdup(errcxt, edata->message);
 		if (sqlstate)
 			*sqlstate = edata->sqlerrcode;
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	return ok;
+}
+
+static JobFn isolated_fn;
+
+static void
+call_job_fn(void *arg)
+{
+	isolated_fn((Job *) arg);
+}
+
+/*
+ * Run fn(job) in its own subtransaction.  An error becomes *failed, its
+ * message (in job->cxt) and its SQLSTATE; the batch goes on.
+ */
+void
+run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
+{
+	JobFn		outer = isolated_fn;
+
+	isolated_fn = fn;
+	*failed = !try_isolated(call_job_fn, job, job->cxt, errmsg_out, sqlstate);
+	isolated_fn = outer;
+}
+
+/*
+ * A one-dimensional array of n values of type elemtype (nulls[i]: NULL),
+ * for the set-based statements that take one array per column.
+ */
+Datum
+datum_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
 }

@@ -12,6 +12,7 @@
  *		callbacks return JsonParseErrorType
  *	17	makeJsonLexContextCstringLen takes the context to fill (NULL: make
  *		one) and a size_t length, and freeJsonLexContext frees it;
+ *		PGPROC's lxid moved into its vxid;
  *		CreateWaitEventSet takes a ResourceOwner instead of a memory context;
  *		WaitEventExtensionNew gives an extension's waits their own names
  *	18	the WaitEventSet API moved to storage/waiteventset.h; pg_b64_encode
@@ -174,5 +175,15 @@ oauth_wait_event(OAuthWait w)
 	return PG_WAIT_EXTENSION;
 #endif
 }
+
+/*
+ * The local id of this backend's current top-level transaction (invalid
+ * outside one); subtransactions share it.
+ */
+#if PG_VERSION_NUM >= 170000
+#define OAUTH_MY_LXID (MyProc->vxid.lxid)
+#else
+#define OAUTH_MY_LXID (MyProc->lxid)
+#endif
 
 #endif							/* OAUTH_COMPAT_H */

@@ -38,6 +38,7 @@
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "store.h"
+#include "tenant.h"
 
 PG_FUNCTION_INFO_V1(oauth_valid_token);
 PG_FUNCTION_INFO_V1(oauth_token_rejected);
@@ -51,12 +52,7 @@ PG_FUNCTION_INFO_V1(oauth_key_id_sql);
 PG_FUNCTION_INFO_V1(oauth_active_key_id_sql);
 PG_FUNCTION_INFO_V1(oauth_reload_keys_sql);
 
-typedef struct WaitResult
-{
-	RefreshOutcome outcome;
-	TimestampTz next_attempt;
-	char		message[OUTCOME_MSG_LEN];
-} WaitResult;
+typedef RefreshResult WaitResult;
 
 #define REQUIRE_ARG(n, name) \
 	do { \
@@ -79,10 +75,7 @@ require_service(void)
 				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
 				 errmsg("refresh service unavailable: oauth_tokens is not loaded through shared_preload_libraries"),
 				 errhint("Add oauth_tokens to shared_preload_libraries and restart the server.")));
-	LWLockAcquire(oauth_shared->lock, LW_SHARED);
-	pid = oauth_shared->worker_pid;
-	dboid = oauth_shared->worker_dboid;
-	LWLockRelease(oauth_shared->lock);
+	oauth_worker_status(&pid, &dboid);
 	if (pid == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OAUTH_UNAVAILABLE),
@@ -115,61 +108,7 @@ release_holds(int code, Datum arg)
 	WaitHold   *h = (WaitHold *) DatumGetPointer(arg);
 
 	ConditionVariableCancelSleep();
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < h->n; i++)
-	{
-		RefreshEntry *e;
-
-		if (!h->held[i])
-			continue;
-		h->held[i] = false;
-		e = hash_search(oauth_requests, &h->ids[i], HASH_FIND, NULL);
-		if (e == NULL)
-			continue;
-		e->nwaiters--;
-		if (e->nwaiters <= 0 && e->state == RJ_DONE)
-			hash_search(oauth_requests, &h->ids[i], HASH_REMOVE, NULL);
-	}
-	LWLockRelease(oauth_shared->lock);
-	ConditionVariableBroadcast(&oauth_shared->space_cv);
-}
-
-/* Wait until entry id, which we hold from generation gen, has an outcome. */
-static void
-wait_for_entry(const pg_uuid_t *id, uint64 gen, WaitResult *result)
-{
-	ConditionVariable *cv = oauth_entry_cv(id);
-
-	ConditionVariablePrepareToSleep(cv);
-	for (;;)
-	{
-		RefreshEntry *e;
-		bool		done = false;
-		bool		dead;
-
-		LWLockAcquire(oauth_shared->lock, LW_SHARED);
-		e = hash_search(oauth_requests, id, HASH_FIND, NULL);
-		dead = oauth_shared->worker_pid == 0;
-		if (e && e->done_gen >= gen)
-		{
-			result->outcome = e->outcome;
-			result->next_attempt = e->next_attempt;
-			strlcpy(result->message, e->message, OUTCOME_MSG_LEN);
-			done = true;
-		}
-		LWLockRelease(oauth_shared->lock);
-		if (!done && (dead || e == NULL))
-		{
-			result->outcome = RO_UNAVAILABLE;
-			strlcpy(result->message, "the oauth_tokens worker stopped", OUTCOME_MSG_LEN);
-			done = true;
-		}
-		if (done)
-			break;
-		/* re-check now and then in case the worker vanished */
-		ConditionVariableTimedSleep(cv, 1000, oauth_wait_event(OAUTH_WAIT_REFRESH));
-	}
-	ConditionVariableCancelSleep();
+	oauth_requests_release(h->ids, h->held, h->n);
 }
 
 /*
@@ -199,34 +138,20 @@ post_and_wait(const pg_uuid_t *ids, const int64 *versions, int n, uint32 flags,
 			int			first = next;
 			bool		full = false;
 
-			LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-			for (; next < n; next++)
-			{
-				RefreshEntry *e = oauth_post_request_locked(&ids[next], MyDatabaseId,
-															versions[next], flags, &full);
-
-				if (e == NULL)
-					break;
-				e->nwaiters++;
-				gens[next] = e->gen;
-				hold.held[next] = true;
-			}
-			LWLockRelease(oauth_shared->lock);
+			next += oauth_requests_post(&ids[first], &versions[first], n - first, flags,
+										&gens[first], &hold.held[first], &full);
 
 			if (next > first)
 			{
 				oauth_wake_worker();
 				for (int i = first; i < next; i++)
-					wait_for_entry(&ids[i], gens[i], &results[i]);
+					oauth_requests_wait(&ids[i], gens[i], &results[i]);
 				release_holds(0, PointerGetDatum(&hold));
 			}
 			else if (full)
 			{
 				/* we hold nothing: wait for the worker to free entries */
-				ConditionVariablePrepareToSleep(&oauth_shared->space_cv);
-				ConditionVariableTimedSleep(&oauth_shared->space_cv, 1000,
-											oauth_wait_event(OAUTH_WAIT_REQUEST_SLOT));
-				ConditionVariableCancelSleep();
+				oauth_wait_for_room();
 			}
 		}
 	}
@@ -239,34 +164,8 @@ post_and_wait(const pg_uuid_t *ids, const int64 *versions, int n, uint32 flags,
 static void
 post_background(const pg_uuid_t *id, int64 version)
 {
-	bool		full;
-	bool		ready;
-
-	if (!oauth_shmem_available())
-		return;
-
-	/*
-	 * Every caller inside the refresh window lands here until the refresh is
-	 * done: a shared-lock look first, so that they do not queue on the
-	 * exclusive lock (nor count as joined waiters) for a request in flight.
-	 */
-	LWLockAcquire(oauth_shared->lock, LW_SHARED);
-	{
-		RefreshEntry *e = hash_search(oauth_requests, id, HASH_FIND, NULL);
-
-		ready = (e == NULL || e->state == RJ_DONE);
-	}
-	LWLockRelease(oauth_shared->lock);
-	if (!ready)
-		return;
-
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	ready = oauth_shared->worker_pid != 0 && oauth_shared->worker_dboid == MyDatabaseId;
-	if (ready)
-		(void) oauth_post_request_locked(id, MyDatabaseId, version, 0, &full);
-	LWLockRelease(oauth_shared->lock);
-	if (ready)
-		oauth_wake_worker();
+	if (oauth_shmem_available())
+		oauth_request_background(id, version);
 }
 
 static void
@@ -295,10 +194,16 @@ report_revoked(void)
 			 errmsg("connection has been revoked")));
 }
 
-/* Read the row and apply tenant scoping: another workspace is "not found". */
+/*
+ * Read the row and apply tenant scoping: another workspace, given or bound
+ * (tenant.c), is "not found".  A workspace other than the bound one is
+ * refused before the row is read.
+ */
 static void
 read_scoped(const char *workspace, const pg_uuid_t *id, ConnSnapshot *snap)
 {
+	if (!oauth_workspace_admitted(workspace, strlen(workspace)))
+		report_not_found();
 	oauth_read_connection(id, snap);
 	if (!snap->found || strcmp(snap->workspace_id, workspace) != 0)
 		report_not_found();
@@ -680,9 +585,7 @@ oauth_refresh_jobs(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RefreshEntry *copy;
 	RefreshEntry *e;
-	HASH_SEQ_STATUS st;
-	int			n = 0;
-	int			cap;
+	int			n;
 
 	if (!oauth_shmem_available())
 		ereport(ERROR,
@@ -690,17 +593,8 @@ oauth_refresh_jobs(PG_FUNCTION_ARGS)
 				 errmsg("oauth_tokens must be loaded via shared_preload_libraries")));
 	InitMaterializedSRF(fcinfo, 0);
 
-	/* copy under the lock, build tuples after */
-	LWLockAcquire(oauth_shared->lock, LW_SHARED);
-	cap = Max(1, (int) hash_get_num_entries(oauth_requests));
-	copy = palloc(sizeof(RefreshEntry) * cap);
-	hash_seq_init(&st, oauth_requests);
-	while ((e = hash_seq_search(&st)) != NULL)
-	{
-		if (n < cap)
-			copy[n++] = *e;
-	}
-	LWLockRelease(oauth_shared->lock);
+	/* copied under the lock, tuples built after */
+	copy = oauth_requests_copy(&n);
 
 	for (int i = 0; i < n; i++)
 	{

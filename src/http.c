@@ -11,7 +11,15 @@
  *
  * Safety rules for every call: https only (http too with oauth.allow_http),
  * the peer's certificate and host name verified (oauth.ca_file for private
- * CAs), no redirects, response bodies capped at 1 MiB.  curl allocates with
+ * CAs), no redirects, response bodies capped at 1 MiB.  Every address curl
+ * is about to connect to, once the name is resolved, must be a public one
+ * (src/addresses.c) unless oauth.allow_private_addresses: open_socket_cb
+ * refuses the others, and prereq_cb checks the connection a request is
+ * about to use once more (a kept-alive one may predate the setting); the
+ * call fails unsent with the refused address in HttpCall.refused_address.  Proxies: only the one oauth.http_proxy
+ * names (the proxy then resolves and connects, and the address rule
+ * applies to nothing curl connects to itself); the server's environment
+ * (https_proxy, all_proxy, no_proxy) is never used.  curl allocates with
  * malloc; nothing here hands it palloc, and no callback can raise an error
  * or palloc: the body is gathered in malloc'd memory and copied into
  * palloc'd memory only after curl has finished with the call.
@@ -29,6 +37,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -36,6 +47,7 @@
 #include "portability/instr_time.h"
 #include "utils/timestamp.h"
 
+#include "addresses.h"
 #include "compat.h"
 #include "http.h"
 #include "oauth_tokens.h"
@@ -156,8 +168,66 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 {
 	HttpCall   *call = (HttpCall *) clientp;
 
+	/*
+	 * The address rule once more, on the connection the request is about
+	 * to use: a connection kept alive from before oauth.allow_private_
+	 * addresses was turned off was never seen by open_socket_cb.
+	 */
+	if (!call->via_proxy && !oauth_allow_private_addresses && conn_primary_ip)
+	{
+		struct sockaddr_storage ss;
+		socklen_t	len = 0;
+		const char *why;
+
+		memset(&ss, 0, sizeof(ss));
+		if (inet_pton(AF_INET, conn_primary_ip, &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		{
+			ss.ss_family = AF_INET;
+			len = sizeof(struct sockaddr_in);
+		}
+		else if (inet_pton(AF_INET6, conn_primary_ip, &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		{
+			ss.ss_family = AF_INET6;
+			len = sizeof(struct sockaddr_in6);
+		}
+		if ((why = address_refusal((struct sockaddr *) &ss, len)) != NULL)
+		{
+			char		text[OAUTH_ADDRESS_TEXT];
+
+			address_text((struct sockaddr *) &ss, len, text, sizeof(text));
+			snprintf(call->refused_address, sizeof(call->refused_address), "%s (%s)", text, why);
+			return CURL_PREREQFUNC_ABORT;
+		}
+	}
 	call->sends++;
 	return CURL_PREREQFUNC_OK;
+}
+
+/*
+ * Open the socket for a connection curl is about to make, after name
+ * resolution, once for every address it tries (every family, every
+ * address of a name): a non-public address is refused, unless
+ * oauth.allow_private_addresses, and curl tries the next or fails the
+ * call with CURLE_COULDNT_CONNECT before a byte is sent.  Through a proxy
+ * the only connection is to the proxy a superuser named.  Runs inside
+ * libcurl: no palloc, no ereport.
+ */
+static curl_socket_t
+open_socket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpCall   *call = (HttpCall *) clientp;
+	const char *why;
+
+	if (!call->via_proxy && !oauth_allow_private_addresses &&
+		(why = address_refusal(&address->addr, (socklen_t) address->addrlen)) != NULL)
+	{
+		char		text[OAUTH_ADDRESS_TEXT];
+
+		address_text(&address->addr, (socklen_t) address->addrlen, text, sizeof(text));
+		snprintf(call->refused_address, sizeof(call->refused_address), "%s (%s)", text, why);
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
 }
 
 /* Drop the malloc'd body, wiping it. */
@@ -255,6 +325,12 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 	curl_easy_setopt(call->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) OAUTH_MAX_BODY);
 	if (oauth_ca_file && oauth_ca_file[0] != '\0')
 		curl_easy_setopt(call->easy, CURLOPT_CAINFO, oauth_ca_file);
+	curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(call->easy, CURLOPT_OPENSOCKETDATA, call);
+	/* "" turns off the proxies of the environment; NOPROXY "": no exceptions */
+	call->via_proxy = oauth_http_proxy != NULL && oauth_http_proxy[0] != '\0';
+	curl_easy_setopt(call->easy, CURLOPT_PROXY, call->via_proxy ? oauth_http_proxy : "");
+	curl_easy_setopt(call->easy, CURLOPT_NOPROXY, "");
 	if (strcmp(method, "POST") == 0)
 	{
 		call->body = malloc(body_len + 1);
@@ -355,6 +431,9 @@ call_fate(HttpCall *call)
 
 	if (call->result == CURLE_OK)
 		return HTTP_ANSWERED;
+	if (call->refused_address[0] != '\0' &&
+		(call->result == CURLE_COULDNT_CONNECT || call->result == CURLE_ABORTED_BY_CALLBACK))
+		return HTTP_NOT_SENT;	/* open_socket_cb or prereq_cb refused it */
 	switch (call->result)
 	{
 		case CURLE_UNSUPPORTED_PROTOCOL:

@@ -10,6 +10,8 @@
 
 #include "lib/stringinfo.h"
 
+#include "addresses.h"
+
 #define OAUTH_MAX_BODY (1024 * 1024)
 
 /*
@@ -48,6 +50,10 @@ typedef struct HttpCall
 								 * gave nothing back (sent, no answer) */
 	int64		started_us;		/* monotonic clock, http_start */
 	char		errbuf[CURL_ERROR_SIZE];
+	bool		via_proxy;		/* oauth.http_proxy: curl connects to it only */
+	char		refused_address[OAUTH_ADDRESS_TEXT];	/* the last address
+														 * open_socket_cb refused,
+														 * with its range; "" */
 	void	   *owner;			/* caller's job */
 } HttpCall;
 

@@ -4,33 +4,28 @@
  *	  A refresh job's life and state, and its first step and its SQL.
  *
  * A job has three steps, and no transaction is open between them; its
- * state (RefreshJobState) says which it is in:
- *	1. prepare (job_prepare, inside a batch), QUEUED -> SENDING: re-read the
- *	   row; skip the job (-> DONE) if its version moved since the request
- *	   (someone else refreshed), or if it is revoked, dead or its provider
- *	   paused; decrypt the refresh token and client secret; build the
- *	   request; hand it to curl.  A failure here is a result to record
- *	   (-> ANSWERED); a provider at its limit leaves the job QUEUED.
- *	2. HTTP, in the multi handle, with nothing locked (http.c); SENDING ->
- *	   ANSWERED when curl is done (jobs_collect_finished).
- *	3. finish (jobs_finish, finish.c), ANSWERED -> DONE: classify the
- *	   answer; store it with a version check so a stale result never
- *	   overwrites a newer one; record the event; commit; then publish the
- *	   outcome and wake the waiters (job_publish).
+ * state (RefreshJobState; the moves are in worker.h) says where it is:
+ *	1. prepare (job_prepare, inside a batch of queue_start_jobs): re-read the
+ *	   row; say the job needs no call (an outcome) if its version moved
+ *	   since the request (someone else refreshed), or if it is revoked, dead
+ *	   or its provider paused; decrypt the refresh token and client secret;
+ *	   build the request.  The queue then checks the provider's limit and
+ *	   hands it to curl (job_send).
+ *	2. HTTP, in the multi handle, with nothing locked (http.c); the queue
+ *	   collects the call and classifies its answer (job_answered).
+ *	3. finish (finish.c): store the result with a version check; commit;
+ *	   publish the outcome and wake the waiters (job_publish).
  * A token a caller reported refused (token_rejected) is marked expired in
  * its own small batch as soon as the worker sees the report, whatever the
  * job's state (jobs_mark_rejected), and again in steps 1 and 3 if its row
  * was locked then.
- * Steps 1 and 3 run batches of jobs in one transaction, each job in its own
- * subtransaction (batch.c), so one bad row cannot fail the others.
- * This file has steps 1 and 2's start, the job's life and its state;
- * finish.c has step 3.
  *
  * Rules:
- *	- A job belongs to the worker alone.  Its shared entry (shmem.h) is
- *	  written from here only by job_set_state() and job_notify(), under
- *	  oauth_shared->lock, and only while the entry still has the job's
- *	  generation.
+ *	- A job belongs to the worker alone.  Its state changes in job_move()
+ *	  only, by the moves of JOB_MOVES (worker.h); its shared entry follows
+ *	  (oauth_entry_follow, shmem.c).
+ *	- The worker's jobs by connection (job_find) hold a job from its
+ *	  creation until it is published or its answer kept.
  *	- A job's memory is its own context (job->cxt), deleted by job_publish()
  *	  after wiping the secrets it held.
  *
@@ -43,6 +38,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -62,9 +58,19 @@ static SPIPlanPtr plan_hold_off = NULL;
 static SPIPlanPtr plan_rejected = NULL;
 static SPIPlanPtr plan_no_rt = NULL;
 
+static const uint32 job_moves[RJ_NUM_STATES] = JOB_MOVES;
+
+/* connection id -> its current job (not yet published, answer not kept) */
+typedef struct JobById
+{
+	pg_uuid_t	id;
+	Job		   *job;
+} JobById;
+static HTAB *jobs_by_id = NULL;
+
 /*
- * Forget the prepared statements of steps 1 and 3: the schema changed under
- * the worker (ALTER EXTENSION UPDATE); they are made again on next use.
+ * Forget the prepared statements of step 1: the schema changed under the
+ * worker (ALTER EXTENSION UPDATE); they are made again on next use.
  */
 void
 job_plans_reset(void)
@@ -77,7 +83,43 @@ job_plans_reset(void)
 			SPI_freeplan(*plans[i]);
 		*plans[i] = NULL;
 	}
-	finish_plans_reset();
+}
+
+/* jobs_by_id, created on first use in jobs_cxt. */
+static HTAB *
+by_id(void)
+{
+	if (jobs_by_id == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(JobById);
+		ctl.hcxt = jobs_cxt;
+		jobs_by_id = hash_create("oauth_tokens jobs by id", 1024, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	return jobs_by_id;
+}
+
+/* The current job of connection id, or NULL. */
+Job *
+job_find(const pg_uuid_t *id)
+{
+	JobById    *j = hash_search(by_id(), id, HASH_FIND, NULL);
+
+	return j ? j->job : NULL;
+}
+
+/* Forget job as its connection's current job (published, or kept). */
+void
+job_forget(Job *job)
+{
+	JobById    *j = hash_search(by_id(), &job->id, HASH_FIND, NULL);
+
+	if (j && j->job == job)
+		hash_search(by_id(), &job->id, HASH_REMOVE, NULL);
 }
 
 /* Prepare the statements of step 1, once for the worker's life. */
@@ -95,7 +137,7 @@ prepare_plans(void)
 		"  FROM oauth.connections c JOIN oauth.providers p ON p.name OPERATOR(pg_catalog.=) c.provider "
 		" WHERE c.id OPERATOR(pg_catalog.=) $1",
 		/* a 1.0 schema (before ALTER EXTENSION UPDATE) has no rotation_grace */
-		answers_durable_schema ?
+		worker_schema >= SCHEMA_1_1 ?
 		"CAST(EXTRACT(epoch FROM p.rotation_grace) * 1000 AS pg_catalog.int8)" :
 		"NULL::pg_catalog.int8"),
 		1, (Oid[]) {UUIDOID});
@@ -138,11 +180,12 @@ job_in_list(dlist_head *list, const pg_uuid_t *id)
 }
 
 /*
- * A new job for the request in entry e (id), in its own memory context.
- * Caller holds oauth_shared->lock and moves the entry to RUNNING.
+ * A new job for the request in entry e (a copy), in its own memory
+ * context, born in state (QUEUED, or KEPT for a replayed answer).  A
+ * QUEUED job becomes its connection's current job (job_find).
  */
 Job *
-job_create(const pg_uuid_t *id, const RefreshEntry *e)
+job_create(const pg_uuid_t *id, const RefreshEntry *e, RefreshJobState state)
 {
 	MemoryContext cxt;
 	Job		   *job;
@@ -152,61 +195,43 @@ job_create(const pg_uuid_t *id, const RefreshEntry *e)
 	job->cxt = cxt;
 	job->id = *id;
 	job->gen = e->gen;
-	job->state = RJ_QUEUED;
+	job->state = state;
 	job->seen_version = e->seen_version;
 	job->flags = e->flags;
 	job->rejected_version = e->rejected_version;
+	job->lane = (e->flags & REQ_SWEEP) ? LANE_SWEEPS : LANE_CALLERS;
+	if (state == RJ_QUEUED)
+	{
+		JobById    *j = hash_search(by_id(), id, HASH_ENTER, NULL);
+
+		j->job = job;
+	}
 	return job;
 }
 
 /*
- * Move a job to state, and its entry with it while the entry still has the
- * job's generation (a kept answer's entry may have moved on).  DONE is set
- * through job_notify(), which also gives the entry its outcome.
+ * Move a job to state "to", if JOB_MOVES (worker.h) allows it; its entry
+ * follows.  Moving to a told state (RELEASED, KEPT, DONE) gives the entry
+ * the job's outcome, so set job->outcome, ->message and ->next_attempt
+ * first.  A move outside the table is a bug: the worker stops (and its
+ * callers hear "unavailable") rather than go on in a state nobody planned.
  */
 void
-job_set_state(Job *job, RefreshJobState state)
+job_move(Job *job, RefreshJobState to)
 {
-	RefreshEntry *e;
+	RefreshResult r;
 
-	Assert(state != RJ_DONE);
-	job->state = state;
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	e = hash_search(oauth_requests, &job->id, HASH_FIND, NULL);
-	if (e && e->gen == job->gen && e->state != RJ_DONE)
-		oauth_set_state_locked(e, state);
-	LWLockRelease(oauth_shared->lock);
-}
-
-/* Give a job's outcome to its entry and wake the entry's waiters. */
-void
-job_notify(Job *job)
-{
-	RefreshEntry *e;
-	ConditionVariable *cv;
-
-	if (job->notified)
-		return;
-	job->notified = true;
-	if (!job->write_pending)
-		job->state = RJ_DONE;
-
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	e = hash_search(oauth_requests, &job->id, HASH_FIND, NULL);
-	if (e && e->gen == job->gen)
+	if (!(job_moves[job->state] & (1 << to)))
+		elog(ERROR, "oauth_tokens worker: a refresh job cannot move from %s to %s",
+			 refresh_job_state_names[job->state], refresh_job_state_names[to]);
+	job->state = to;
+	if (RJ_TOLD(to))
 	{
-		oauth_set_state_locked(e, RJ_DONE);
-		e->done_gen = job->gen;
-		e->outcome = job->outcome;
-		e->next_attempt = job->outcome == RO_TRANSIENT ? job->next_attempt : 0;
-		strlcpy(e->message, job->message ? job->message : "", OUTCOME_MSG_LEN);
-		if (e->nwaiters <= 0)
-			hash_search(oauth_requests, &job->id, HASH_REMOVE, NULL);
+		r.outcome = job->outcome;
+		r.next_attempt = job->next_attempt;
+		strlcpy(r.message, job->message ? job->message : "", OUTCOME_MSG_LEN);
 	}
-	LWLockRelease(oauth_shared->lock);
-	cv = oauth_entry_cv(&job->id);
-	ConditionVariableBroadcast(cv);
-	ConditionVariableBroadcast(&oauth_shared->space_cv);
+	oauth_entry_follow(&job->id, job->gen, to, RJ_TOLD(to) ? &r : NULL);
 }
 
 /*
@@ -234,9 +259,8 @@ job_publish(Job *job)
 		default:
 			break;
 	}
-	job_notify(job);
-	job->state = RJ_DONE;
-	queue_forget(job);
+	job_move(job, RJ_DONE);
+	job_forget(job);
 	if (job->call)
 		http_free(job->call);
 	provider_conf_wipe(&job->conf);
@@ -269,8 +293,8 @@ job_mark_rejected(Job *job)
 		elog(ERROR, "could not mark a rejected token");
 	if (SPI_processed > 0)
 	{
-		char	   *ws = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		char	   *prov = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		char	   *ws = spi_column_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "workspace_id");
+		char	   *prov = spi_column_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "provider");
 
 		add_event(ws, &job->id, prov, "token_rejected", "{}");
 	}
@@ -317,11 +341,139 @@ jobs_mark_rejected(List *jobs)
 	end_work();
 }
 
+/* The job needs no call: its outcome (and message) is known. */
+static void
+conclude(Job *job, RefreshOutcome outcome, char *message)
+{
+	job->outcome = outcome;
+	job->message = message;
+}
+
 /*
- * Read the row and build the request.  On return the job is SENDING
- * (job->call is set), ANSWERED (a failure to record: job->ans), DONE (an
- * outcome, nothing to record), or still QUEUED (deferred: its provider is
- * at its limit).  Runs in a subtransaction, in job->cxt.
+ * What the row says before anything is sent: NULL, or the outcome is set
+ * (job->outcome) and nothing is sent.  Reads the flags of the row, in the
+ * order of their weight; a paused provider's connection is held off.
+ */
+static bool
+row_forbids_call(Job *job, HeapTuple t, TupleDesc d, Datum *arg)
+{
+	bool		isnull;
+
+	if (DatumGetBool(spi_column(t, d, "revoked", &isnull)))
+		conclude(job, RO_REVOKED, NULL);
+	else if (DatumGetBool(spi_column(t, d, "reauth_required", &isnull)))
+		conclude(job, RO_REAUTH, spi_column_text(t, d, "last_refresh_error"));
+	else if (job->conf.paused)
+	{
+		conclude(job, RO_PROVIDER, psprintf("provider paused: %s", job->conf.pause_reason));
+		/* callers inside its refresh window would post on every call */
+		if (exec_plan(plan_hold_off, arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not hold off a paused provider's connection");
+	}
+	else if (DatumGetInt64(spi_column(t, d, "version", &isnull)) != job->seen_version)
+		conclude(job, RO_NOT_NEEDED, NULL);
+	return job->outcome != RO_NONE;
+}
+
+/* Remember what the row tells about the job (provider, lost answers, URL). */
+static void
+read_job_facts(Job *job, HeapTuple t, TupleDesc d)
+{
+	bool		isnull;
+	Datum		g = spi_column(t, d, "rotation_grace_ms", &isnull);
+	char	   *last_error = spi_column_text(t, d, "last_refresh_error");
+
+	job->workspace_id = spi_column_text(t, d, "workspace_id");
+	job->provider = spi_column_text(t, d, "provider");
+	provider_conf_read(t, d, &job->conf);
+	job->provider_limit = job->conf.max_concurrency;
+	job->rotation_grace_ms = isnull ? -1 : DatumGetInt64(g);
+	/* the previous attempt may have spent the refresh token */
+	if (job->lost == LOST_NONE && last_error &&
+		strncmp(last_error, ANSWER_LOST_PREFIX, strlen(ANSWER_LOST_PREFIX)) == 0)
+		job->lost = LOST_BEFORE;
+	job->templated_url = job->conf.token_url && strchr(job->conf.token_url, '{') != NULL;
+}
+
+/* The row's scope, joined with the provider's separator; NULL if empty. */
+static char *
+joined_scope(Job *job, ArrayType *scope_arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	StringInfoData joined;
+
+	if (ArrayGetNItems(ARR_NDIM(scope_arr), ARR_DIMS(scope_arr)) == 0)
+		return NULL;
+	initStringInfo(&joined);
+	deconstruct_array(scope_arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		if (joined.len > 0)
+			appendStringInfoString(&joined, job->conf.scope_separator);
+		appendStringInfoString(&joined, TextDatumGetCString(elems[i]));
+	}
+	return joined.data;
+}
+
+/*
+ * Build the job's request from the row (job->req).  A refresh grant
+ * without a refresh token concludes instead: "not needed" while its access
+ * token lives (rescheduled to its expiry), else a dead grant to store.
+ */
+static void
+build_request(Job *job, HeapTuple t, TupleDesc d, Datum *arg)
+{
+	bool		isnull;
+	FormField	fields[3];
+	int			nf = 0;
+	char	   *refresh = NULL;
+	char	   *grant_type = spi_column_text(t, d, "grant_type");
+	char	   *scope;
+
+	job->client_credentials = strcmp(grant_type, "client_credentials") == 0;
+	provider_conf_open_secret(&job->conf);
+	if (job->client_credentials)
+		fields[nf++] = (FormField) {"grant_type", "client_credentials"};
+	else
+	{
+		Datum		rt = spi_column(t, d, "refresh_token_ciphertext", &isnull);
+
+		if (isnull && oauth_access_still_valid(&job->id))
+		{
+			if (exec_plan(plan_no_rt, arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not reschedule a connection without a refresh token");
+			conclude(job, RO_NOT_NEEDED,
+					 pstrdup("no refresh token; the access token is used until it expires"));
+			return;
+		}
+		if (isnull)
+		{
+			/* a dead grant: a result to store */
+			job->ans.klass = RO_REAUTH;
+			job->ans.error_code = pstrdup("no_refresh_token");
+			job->ans.message = pstrdup("no refresh token stored");
+			return;
+		}
+		refresh = oauth_open(DatumGetByteaPP(rt), oauth_conn_context(job->idstr, "refresh"));
+		fields[nf++] = (FormField) {"grant_type", "refresh_token"};
+		fields[nf++] = (FormField) {"refresh_token", refresh};
+	}
+	scope = joined_scope(job, DatumGetArrayTypePCopy(spi_column(t, d, "scope", &isnull)));
+	if (scope && (job->conf.scope_on_refresh || job->client_credentials))
+		fields[nf++] = (FormField) {"scope", scope};
+	build_token_request(&job->conf, DatumGetJsonbPCopy(spi_column(t, d, "metadata", &isnull)),
+						fields, nf, true, &job->req);
+	if (refresh)
+		explicit_bzero(refresh, strlen(refresh));
+}
+
+/*
+ * Read the row and build the request; see job_prepare for what it leaves.
+ * Runs in a subtransaction, in job->cxt.
  */
 static void
 prepare_job(Job *job)
@@ -329,172 +481,40 @@ prepare_job(Job *job)
 	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 	HeapTuple	t;
 	TupleDesc	d;
-	bool		isnull;
 	Datum		arg = UUIDPGetDatum(&job->id);
-	FormField	fields[3];
-	int			nf = 0;
-	char	   *refresh = NULL;
-	char	   *grant_type;
-	Jsonb	   *metadata;
-	TokenRequest req;
-	ArrayType  *scope_arr;
 	const char *blocked;
 
 	/* a copy, a standby, a subscriber or switched off: send nothing (identity.c) */
 	if (!oauth_traffic_allowed(&blocked))
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_UNAVAILABLE;
-		job->message = pstrdup(blocked);
-		MemoryContextSwitchTo(old);
-		return;
-	}
-
-	prepare_plans();
-	if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read connection");
-	if (SPI_processed == 0)
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_NOT_FOUND;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	t = SPI_tuptable->vals[0];
-	d = SPI_tuptable->tupdesc;
-	job_mark_rejected(job);	/* runs its own statement: t stays valid */
-	job->workspace_id = spi_column_text(t, d, "workspace_id");
-	job->provider = spi_column_text(t, d, "provider");
-	provider_conf_read(t, d, &job->conf);
-	job->provider_limit = job->conf.max_concurrency;
-	{
-		Datum		g = spi_column(t, d, "rotation_grace_ms", &isnull);
-		char	   *last_error = spi_column_text(t, d, "last_refresh_error");
-
-		job->rotation_grace_ms = isnull ? -1 : DatumGetInt64(g);
-		/* the previous attempt may have spent the refresh token (durable.c) */
-		job->after_no_answer = last_error &&
-			strncmp(last_error, ANSWER_LOST_PREFIX, strlen(ANSWER_LOST_PREFIX)) == 0;
-		job->templated_url = job->conf.token_url && strchr(job->conf.token_url, '{') != NULL;
-	}
-	if (DatumGetBool(spi_column(t, d, "revoked", &isnull)))
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_REVOKED;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	if (DatumGetBool(spi_column(t, d, "reauth_required", &isnull)))
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_REAUTH;
-		job->message = spi_column_text(t, d, "last_refresh_error");
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	if (job->conf.paused)
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_PROVIDER;
-		job->message = psprintf("provider paused: %s", job->conf.pause_reason);
-		if (exec_plan(plan_hold_off, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not hold off a paused provider's connection");
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	if (DatumGetInt64(spi_column(t, d, "version", &isnull)) != job->seen_version)
-	{
-		job->state = RJ_DONE;
-		job->outcome = RO_NOT_NEEDED;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	if (job->provider_limit > 0 && queue_provider_running(job->provider) >= job->provider_limit)
-	{
-		MemoryContextSwitchTo(old);
-		return;					/* deferred */
-	}
-
-	grant_type = spi_column_text(t, d, "grant_type");
-	job->client_credentials = strcmp(grant_type, "client_credentials") == 0;
-	provider_conf_open_secret(&job->conf);
-	metadata = DatumGetJsonbPCopy(spi_column(t, d, "metadata", &isnull));
-	scope_arr = DatumGetArrayTypePCopy(spi_column(t, d, "scope", &isnull));
-
-	if (strcmp(grant_type, "client_credentials") == 0)
-	{
-		fields[nf++] = (FormField) {"grant_type", "client_credentials"};
-	}
+		conclude(job, RO_UNAVAILABLE, pstrdup(blocked));
 	else
 	{
-		Datum		rt = spi_column(t, d, "refresh_token_ciphertext", &isnull);
-
-		if (isnull && oauth_access_still_valid(&job->id))
+		prepare_plans();
+		if (exec_plan(plan_read, &arg, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read connection");
+		if (SPI_processed == 0)
+			conclude(job, RO_NOT_FOUND, NULL);
+		else
 		{
-			/* nothing to refresh with, but the token is not dead yet */
-			if (exec_plan(plan_no_rt, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not reschedule a connection without a refresh token");
-			job->state = RJ_DONE;
-			job->outcome = RO_NOT_NEEDED;
-			job->message = pstrdup("no refresh token; the access token is used until it expires");
-			MemoryContextSwitchTo(old);
-			return;
+			t = SPI_tuptable->vals[0];
+			d = SPI_tuptable->tupdesc;
+			job_mark_rejected(job);	/* runs its own statement: t stays valid */
+			read_job_facts(job, t, d);
+			if (!row_forbids_call(job, t, d, &arg))
+				build_request(job, t, d, &arg);
 		}
-		if (isnull)
-		{
-			job->state = RJ_ANSWERED;
-			job->outcome = RO_REAUTH;
-			job->message = pstrdup("no refresh token stored");
-			job->ans.klass = RO_REAUTH;
-			job->ans.error_code = pstrdup("no_refresh_token");
-			job->ans.message = job->message;
-			MemoryContextSwitchTo(old);
-			return;
-		}
-		refresh = oauth_open(DatumGetByteaPP(rt), oauth_conn_context(job->idstr, "refresh"));
-		fields[nf++] = (FormField) {"grant_type", "refresh_token"};
-		fields[nf++] = (FormField) {"refresh_token", refresh};
 	}
-	if (ArrayGetNItems(ARR_NDIM(scope_arr), ARR_DIMS(scope_arr)) > 0 &&
-		(job->conf.scope_on_refresh || strcmp(grant_type, "client_credentials") == 0))
-	{
-		Datum	   *elems;
-		bool	   *nulls;
-		int			n;
-		StringInfoData joined;
-
-		initStringInfo(&joined);
-		deconstruct_array(scope_arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-		for (int i = 0; i < n; i++)
-		{
-			if (nulls[i])
-				continue;
-			if (joined.len > 0)
-				appendStringInfoString(&joined, job->conf.scope_separator);
-			appendStringInfoString(&joined, TextDatumGetCString(elems[i]));
-		}
-		fields[nf++] = (FormField) {"scope", joined.data};
-	}
-
-	build_token_request(&job->conf, metadata, fields, nf, true, &req);
-	job->call = http_start("POST", req.url, req.headers, req.nheaders,
-						   req.body.data, req.body.len, job);
-	wipe_token_request(&req);
-	if (refresh)
-		explicit_bzero(refresh, strlen(refresh));
-	job->started = GetCurrentTimestamp();
-	if (job->first_sent == 0)
-		job->first_sent = job->started;
-	oauth_stat_add(ST_ATTEMPTED, 1);
 	MemoryContextSwitchTo(old);
 }
 
 /*
- * Step 1 for one job, inside a batch (begin_work): see prepare_job for the
- * states it leaves the job in.  A failure here is a transient failure to
- * record (job->ans, ANSWERED), not an error.
+ * Step 1 for one job, inside a batch (begin_work).  Says what to do next:
+ * PREPARED_CALL (job->req is built: job_send, or job_unprepare to defer it),
+ * PREPARED_RESULT (job->ans holds a failure to store: move it to ANSWERED)
+ * or PREPARED_OUTCOME (job->outcome is known, nothing to store: publish it).
+ * A failure here is a transient failure to store, not an error.
  */
-void
+JobPrepared
 job_prepare(Job *job)
 {
 	bool		failed;
@@ -502,43 +522,119 @@ job_prepare(Job *job)
 
 	if (job->idstr == NULL)
 		job->idstr = MemoryContextStrdup(job->cxt, oauth_uuid_str(&job->id));
+	job->outcome = RO_NONE;
+	job->message = NULL;
 	run_isolated(job, prepare_job, &failed, &err, NULL);
 	if (failed)
 	{
 		/* the row or its provider could not be used: a failure to record */
-		job->state = RJ_ANSWERED;
-		job->outcome = RO_TRANSIENT;
+		job_unprepare(job);
+		job->outcome = RO_NONE;
+		memset(&job->ans, 0, sizeof(job->ans));
 		job->ans.klass = RO_TRANSIENT;
 		job->ans.message = err;
-		job->message = err;
-		if (job->call)
-		{
-			http_free(job->call);
-			job->call = NULL;
-		}
 	}
+	if (job->req.url != NULL)
+		return PREPARED_CALL;
+	if (job->ans.klass != RO_NONE)
+	{
+		job->outcome = job->ans.klass;
+		job->message = job->ans.message;
+		return PREPARED_RESULT;
+	}
+	Assert(job->outcome != RO_NONE);
+	return PREPARED_OUTCOME;
+}
+
+/* Drop a built request unsent (its provider is at its limit), wiping it. */
+void
+job_unprepare(Job *job)
+{
+	if (job->req.url != NULL)
+		wipe_token_request(&job->req);
+	memset(&job->req, 0, sizeof(job->req));
+}
+
+/* Hand the built request to curl: the job is SENDING. */
+void
+job_send(Job *job)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	job->call = http_start("POST", job->req.url, job->req.headers, job->req.nheaders,
+						   job->req.body.data, job->req.body.len, job);
+	job_unprepare(job);
+	job->started = GetCurrentTimestamp();
+	if (job->first_sent == 0)
+		job->first_sent = job->started;
+	oauth_stat_add(ST_ATTEMPTED, 1);
+	MemoryContextSwitchTo(old);
+	job_move(job, RJ_SENDING);
 }
 
 /*
- * Jobs that ended before any HTTP call: ANSWERED ones have a result to
- * record (a failure in step 1) and go through step 3; DONE ones are
- * published as they are.  Outside any batch.
+ * The job's call is over: classify the provider's answer (job->ans).
+ * Parsing a hostile body can raise an error (e.g. stack depth in the JSON
+ * parser); it fails this job, not the worker.  libcurl's own re-send of the
+ * request (a reused connection gave nothing back) is a re-send after no
+ * answer.
  */
 void
-jobs_conclude(List *done)
+job_answered(Job *job)
 {
-	List	   *to_finish = NIL;
-	ListCell   *lc;
+	HttpCall   *call = job->call;
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
 
-	foreach(lc, done)
+	job->answered_at = GetCurrentTimestamp();
+	PG_TRY();
 	{
-		Job		   *job = lfirst(lc);
-
-		if (job->state == RJ_ANSWERED)
-			to_finish = lappend(to_finish, job);
-		else
-			job_publish(job);
+		classify_answer(&job->conf, call, &job->ans);
 	}
-	jobs_finish(to_finish);
-	list_free(to_finish);
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(job->cxt);
+		FlushErrorState();
+		memset(&job->ans, 0, sizeof(job->ans));
+		job->ans.klass = RO_TRANSIENT;
+		job->ans.http_status = call->status;
+		job->ans.message = pstrdup("the provider's answer could not be parsed");
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	if (call->sends > 1)
+		job->lost = LOST_RESENT;
+}
+
+/*
+ * The last request that may have been processed got no answer: send it
+ * again at once if the provider's rotation grace still covers the token it
+ * carried, whoever sent that request (libcurl re-sends by itself on a fresh
+ * connection when a reused one gave nothing back, and that answer can be
+ * lost too).  The grace counts from the job's first send (the provider
+ * rotated after it); the worker re-sends at most LOST_RESENDS_MAX times.
+ * Returns true when the job is to be queued again (it was reset for that);
+ * the caller moves it.
+ */
+bool
+job_resend_lost(Job *job)
+{
+	int64		elapsed_ms;
+
+	if (!job->ans.no_answer || job->rotation_grace_ms <= 0 ||
+		job->lost_resends >= LOST_RESENDS_MAX)
+		return false;
+	elapsed_ms = (GetCurrentTimestamp() - job->first_sent) / 1000;
+	if (elapsed_ms >= job->rotation_grace_ms)
+		return false;
+	ereport(LOG,
+			(errmsg("oauth_tokens: no answer from provider \"%s\" for a refresh that was sent; "
+					"retrying at once inside its rotation grace window", job->provider)));
+	http_free(job->call);
+	job->call = NULL;
+	memset(&job->ans, 0, sizeof(job->ans));
+	job->lost = LOST_RESENT;
+	job->lost_resends++;
+	job->flags &= ~REQ_REJECTED;	/* marked once already */
+	job->lane = LANE_CALLERS;	/* it goes first */
+	return true;
 }

@@ -7,7 +7,7 @@
  * These are one-off administrative calls, so they run in the session that
  * asks (through the same http.c rules, auth methods and answer classes as
  * the worker's refreshes) and their results are written by the SQL
- * functions in the caller's transaction, through oauth._store_answer: the
+ * functions in the caller's transaction, through oauth._store_answers: the
  * one writer of what a grant stores, which the worker's refreshes use too
  * (src/finish.c).  Refreshes never come here.
  *
@@ -227,20 +227,7 @@ oauth_claim_code(PG_FUNCTION_ARGS)
 	oauth_require_traffic();	/* a code is never claimed where it cannot be sent */
 	if (!oauth_shmem_available())
 		PG_RETURN_BOOL(true);
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < OAUTH_CLAIMED_CODES; i++)
-		if (memcmp(oauth_shared->claimed[i], VARDATA_ANY(h), 32) == 0)
-		{
-			fresh = false;
-			break;
-		}
-	if (fresh)
-	{
-		memcpy(oauth_shared->claimed[oauth_shared->claimed_next % OAUTH_CLAIMED_CODES],
-			   VARDATA_ANY(h), 32);
-		oauth_shared->claimed_next++;
-	}
-	LWLockRelease(oauth_shared->lock);
+	fresh = oauth_claim_code_hash((const uint8 *) VARDATA_ANY(h));
 	PG_RETURN_BOOL(fresh);
 }
 

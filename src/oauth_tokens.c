@@ -31,6 +31,7 @@
 #include "oauth_tokens.h"
 #include "shmem.h"
 #include "stats.h"
+#include "tenant.h"
 
 OAUTH_MODULE_MAGIC;
 
@@ -42,6 +43,8 @@ int			oauth_answer_timeout_ms = 60000;
 int			oauth_min_validity_s = 60;
 char	   *oauth_ca_file = NULL;
 bool		oauth_allow_http = false;
+bool		oauth_allow_private_addresses = false;
+char	   *oauth_http_proxy = NULL;
 int			oauth_event_retention_s = 30 * 86400;
 int			oauth_sweep_batch = 1000;
 
@@ -109,6 +112,16 @@ _PG_init(void)
 							 "Allow http:// provider URLs (loopback test providers).",
 							 NULL, &oauth_allow_http, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("oauth.allow_private_addresses",
+							 "Allow provider URLs that name IP addresses or reach loopback, private, link-local or multicast addresses.",
+							 "For test providers on loopback and private identity providers; checked at registration and on every address connected to (src/addresses.c).",
+							 &oauth_allow_private_addresses, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("oauth.http_proxy",
+							   "Proxy for every request to a provider (libcurl syntax, e.g. http://proxy:3128); empty: none.",
+							   "Proxy variables in the server's environment are never used.",
+							   &oauth_http_proxy, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomIntVariable("oauth.event_retention",
 							"Events older than this are pruned by the worker.",
 							NULL, &oauth_event_retention_s, 30 * 86400, 60, INT_MAX,
@@ -122,6 +135,11 @@ _PG_init(void)
 							"A cached token is served only while the stored ciphertext is byte for byte the one it came from.",
 							&oauth_decrypt_cache_size, 4096, 0, 1048576,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("oauth.require_workspace",
+							 "Sessions must bind a workspace (oauth.bind_workspace) before they read or report tokens.",
+							 "Set it per role, as a superuser: ALTER ROLE app SET oauth.require_workspace = on.",
+							 &oauth_require_workspace, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	/* a postmaster setting can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomStringVariable("oauth.database",

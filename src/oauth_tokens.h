@@ -17,6 +17,8 @@ extern int	oauth_answer_timeout_ms;
 extern int	oauth_min_validity_s;
 extern char *oauth_ca_file;
 extern bool oauth_allow_http;
+extern bool oauth_allow_private_addresses;
+extern char *oauth_http_proxy;
 extern int	oauth_event_retention_s;
 extern int	oauth_sweep_batch;
 

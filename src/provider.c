@@ -41,6 +41,7 @@
 #include "compat.h"
 #include "oauth_tokens.h"
 #include "provider.h"
+#include "urls.h"
 
 
 static bool
@@ -81,32 +82,32 @@ static const char *const kept_fields[] = {
 };
 
 
-static void classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans);
+static void classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans,
+								  Redactor *r);
+static Redactor *sent_secrets(ProviderConf *conf, HttpCall *call);
 
 
 /*
  * Classify a finished call.  Everything in ans is palloc'd in the current
- * context; tokens are only in access_token and refresh_token, and no secret
- * the call sent survives in any other field.
+ * context; tokens are only in access_token and refresh_token, and no form
+ * of any secret the call sent survives in any other field: each provider
+ * string is redacted whole before it is clipped or put into a message
+ * (provider_text), with the secrets listed once for the call.
  */
 void
 classify_answer(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 {
-	List	   *secrets;
-	ListCell   *lc;
+	Redactor   *r = sent_secrets(conf, call);
 
-	classify_answer_inner(conf, call, ans);
-	secrets = sent_secrets(conf, call);
-	ans->message = redact(ans->message, secrets);
-	ans->error_code = redact(ans->error_code, secrets);
-	ans->scope = redact(ans->scope, secrets);
-	ans->metadata_json = redact(ans->metadata_json, secrets);
-	foreach(lc, secrets)
-		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
+	classify_answer_inner(conf, call, ans, r);
+	/* nothing is left to find here; a second look costs little */
+	ans->message = redact(ans->message, r);
+	ans->error_code = redact(ans->error_code, r);
+	redactor_wipe(r);
 }
 
 static void
-classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
+classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans, Redactor *r)
 {
 	List	   *fields = NIL;
 	bool		parsed;
@@ -120,6 +121,20 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	ans->http_status = call->status;
 	ans->klass = RO_TRANSIENT;
 
+	if (call->refused_address[0] != '\0' &&
+		(call->result == CURLE_COULDNT_CONNECT || call->result == CURLE_ABORTED_BY_CALLBACK))
+	{
+		/*
+		 * A host that resolves to a non-public address (src/addresses.c):
+		 * the provider's configuration, unless the host was filled from
+		 * the connection's metadata (that connection's failure only).
+		 */
+		if (conf->token_url == NULL || !url_host_templated(conf->token_url))
+			ans->klass = RO_PROVIDER;
+		ans->message = psprintf("not sent: the provider's host resolves to %s, not a public address "
+								"(oauth.allow_private_addresses is off)", call->refused_address);
+		return;
+	}
 	if (call->result != CURLE_OK)
 	{
 		const char *what;
@@ -155,7 +170,9 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		}
 		ans->no_answer = (call->fate == HTTP_NO_ANSWER);
 		ans->message = psprintf("%s%s: %s", ans->no_answer ? "sent, no answer: " : "", what,
-								call->errbuf[0] ? call->errbuf : curl_easy_strerror(call->result));
+								provider_text(call->errbuf[0] ? call->errbuf :
+											  curl_easy_strerror(call->result),
+											  CURL_ERROR_SIZE, r));
 		ans->message = clip(ans->message, 180);
 		return;
 	}
@@ -176,6 +193,22 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 			parsed = parse_form_fields(call->response.data, call->response.len, &fields);
 		if (!parsed)
 			fields = NIL;
+	}
+
+	/* the answer's own tokens never reach a message either */
+	{
+		static const char *const token_fields[] = {
+			"access_token", "refresh_token", "id_token",
+			"authed_user.access_token", "authed_user.refresh_token", NULL
+		};
+
+		for (int i = 0; token_fields[i]; i++)
+		{
+			Field	   *t = find_field(fields, token_fields[i]);
+
+			if (t && t->is_string && (int) strlen(t->value) == t->len)
+				redactor_add_secret(r, t->value);
+		}
 	}
 
 	f_error = find_field(fields, "error");
@@ -213,8 +246,9 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		(strcmp(code, "invalid_grant") == 0 || in_list(conf->reauth_errors, code)))
 	{
 		ans->klass = RO_REAUTH;
-		ans->error_code = clip(code, 60);
-		ans->message = f_desc ? psprintf("%s: %s", ans->error_code, clip(f_desc->value, 120))
+		ans->error_code = provider_text(code, 60, r);
+		ans->message = f_desc ? psprintf("%s: %s", ans->error_code,
+										 provider_text(f_desc->value, 120, r))
 			: pstrdup(ans->error_code);
 		return;
 	}
@@ -222,7 +256,8 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 	{
 		ans->klass = RO_PROVIDER;
 		ans->error_code = pstrdup(code);
-		ans->message = f_desc ? psprintf("%s: %s", code, clip(f_desc->value, 120)) : pstrdup(code);
+		ans->message = f_desc ? psprintf("%s: %s", code, provider_text(f_desc->value, 120, r))
+			: pstrdup(code);
 		return;
 	}
 	if (call->status == 401 && code == NULL)
@@ -252,8 +287,9 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 		!f_at->is_string || f_at->value[0] == '\0')
 	{
 		if (code)
-			ans->message = psprintf("HTTP %ld: %s%s%s", call->status, clip(code, 60),
-									f_desc ? ": " : "", f_desc ? clip(f_desc->value, 100) : "");
+			ans->message = psprintf("HTTP %ld: %s%s%s", call->status, provider_text(code, 60, r),
+									f_desc ? ": " : "",
+									f_desc ? provider_text(f_desc->value, 100, r) : "");
 		else
 			ans->message = psprintf("HTTP %ld without access_token", call->status);
 		return;
@@ -285,7 +321,7 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 			parse_int_field(find_field(fields, "x_refresh_token_expires_in"), &ans->rt_expires_in);
 		f = find_field(fields, psprintf("%sscope", pre));
 		if (f && f->is_string && valid_kept_text(f, OAUTH_MAX_SCOPE))
-			ans->scope = pstrdup(f->value);
+			ans->scope = pstrdup(redact(f->value, r));
 
 		initStringInfo(&meta);
 		appendStringInfoChar(&meta, '{');
@@ -299,7 +335,7 @@ classify_answer_inner(ProviderConf *conf, HttpCall *call, TokenAnswer *ans)
 			first = false;
 			escape_json(&meta, kept_fields[i]);
 			appendStringInfoChar(&meta, ':');
-			escape_json(&meta, f->value);
+			escape_json(&meta, redact(f->value, r));
 		}
 		appendStringInfoChar(&meta, '}');
 		ans->metadata_json = meta.data;
@@ -396,8 +432,89 @@ append_form(StringInfo buf, const char *name, const char *value)
 }
 
 /*
+ * The Basic credentials: base64 of client_id:client_secret, both parts
+ * form-encoded first as RFC 6749 2.3.1 says (form_encoded), or as they are
+ * (as many clients send them).  palloc'd; a secret.
+ */
+static char *
+basic_credentials(ProviderConf *conf, bool form_encoded)
+{
+	const char *secret = conf->client_secret ? conf->client_secret : "";
+	char	   *u = form_encoded ? curl_easy_escape(NULL, conf->client_id, 0) : NULL;
+	char	   *s = form_encoded ? curl_easy_escape(NULL, secret, 0) : NULL;
+	char	   *pair = psprintf("%s:%s", u ? u : conf->client_id, s ? s : secret);
+	int			plen = strlen(pair);
+	int			elen = pg_b64_enc_len(plen);
+	char	   *enc = palloc(elen + 1);
+	int			n = oauth_b64_encode(pair, plen, enc, elen);
+
+	enc[Max(n, 0)] = '\0';
+	explicit_bzero(pair, plen);
+	if (s)
+		explicit_bzero(s, strlen(s));
+	curl_free(u);
+	curl_free(s);
+	return enc;
+}
+
+/* Request fields whose values are secrets. */
+static const char *const secret_fields[] = {
+	"refresh_token", "code", "code_verifier", "client_secret", "token",
+	"client_assertion", "password", NULL
+};
+
+/*
+ * Every secret a call sent, as build_token_request sent them: the client
+ * secret; in a Basic header, its value (of the form-encoded pair as sent,
+ * and of the raw pair), also in base64url; the values of the body's secret
+ * fields (refresh token, code, code_verifier, a revoked token, ...), read
+ * back from the body the call carried.  Each with all its forms
+ * (redactor_add_secret), built once for the call.
+ */
+static Redactor *
+sent_secrets(ProviderConf *conf, HttpCall *call)
+{
+	Redactor   *r = redactor_new();
+	List	   *fields = NIL;
+	ListCell   *lc;
+
+	redactor_add_secret(r, conf->client_secret);
+	if (conf->auth_method && strcmp(conf->auth_method, "client_secret_basic") == 0 &&
+		conf->client_id)
+	{
+		for (int enc = 0; enc <= 1; enc++)
+		{
+			char	   *b = basic_credentials(conf, enc);
+			char	   *u = pstrdup(b);
+
+			redactor_add_secret(r, b);
+			for (char *p = u; *p; p++)
+				*p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+			redactor_add_secret(r, u);
+		}
+	}
+	if (call->body == NULL || call->body_len == 0 || call->body_len > OAUTH_MAX_BODY)
+		return r;
+	if (!(call->body[0] == '{' && !json_too_deep(call->body, (int) call->body_len) &&
+		  parse_json_fields(call->body, (int) call->body_len, &fields)) &&
+		!parse_form_fields(call->body, (int) call->body_len, &fields))
+		fields = NIL;
+	foreach(lc, fields)
+	{
+		Field	   *f = lfirst(lc);
+
+		for (int i = 0; secret_fields[i]; i++)
+			if (strcmp(f->name, secret_fields[i]) == 0 && (int) strlen(f->value) == f->len)
+				redactor_add_secret(r, f->value);
+		explicit_bzero(f->value, f->len);
+	}
+	return r;
+}
+
+/*
  * Build the token request: fields, then extra_params (when asked), then the
- * client's authentication, per the pinned auth_method.
+ * client's authentication, per the pinned auth_method.  sent_secrets()
+ * above must know every secret this sends.
  */
 void
 build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int nfields,
@@ -459,21 +576,10 @@ build_token_request(ProviderConf *conf, Jsonb *metadata, FormField *fields, int 
 	if (basic)
 	{
 		/* RFC 6749 2.3.1: both parts form-encoded, then Base64 */
-		char	   *u = curl_easy_escape(NULL, conf->client_id, 0);
-		char	   *s = curl_easy_escape(NULL, conf->client_secret ? conf->client_secret : "", 0);
-		char	   *pair = psprintf("%s:%s", u, s);
-		int			plen = strlen(pair);
-		int			elen = pg_b64_enc_len(plen);
-		char	   *enc = palloc(elen + 1);
-		int			n = oauth_b64_encode(pair, plen, enc, elen);
+		char	   *enc = basic_credentials(conf, true);
 
-		enc[n] = '\0';
 		hdrs = lappend(hdrs, psprintf("Authorization: Basic %s", enc));
-		explicit_bzero(pair, plen);
-		explicit_bzero(enc, n);
-		explicit_bzero(s, strlen(s));
-		curl_free(u);
-		curl_free(s);
+		explicit_bzero(enc, strlen(enc));
 	}
 	if (conf->extra_headers)
 	{

@@ -5,7 +5,7 @@
  *	  which job starts next.
  *
  * Requests reach the worker through the shared ring (shmem.c).  For each id
- * drained, queue_drain_ring() makes a Job of a newly QUEUED entry, or brings
+ * taken, queue_drain_ring() makes a Job of a newly QUEUED entry, or brings
  * the worker's Job up to date with an entry that posters joined: their
  * flags and version while it is QUEUED, its promotion from sweep work to a
  * caller's, a refused token to mark at once (in any state).  The worker's
@@ -24,12 +24,18 @@
  *	  waits for a sweep backlog; only its own provider's limit, or the
  *	  global one filled by other callers, can make it wait.  A job over its
  *	  provider's limit stays queued and the jobs behind it may start.
- *	- The queues, the running list and jobs_by_id are the worker's own;
- *	  no other process sees them, so they need no lock.  jobs_by_id maps a
- *	  connection to its job while the job is QUEUED, SENDING or ANSWERED
- *	  (not once its answer is kept for a locked row).
- *	- oauth_shared->lock is taken only for the ring and the entries, never
- *	  across a transaction.
+ *	- One refresh of a connection at a time: a job whose connection has an
+ *	  answer kept (finish.c) or a call still awaiting its answer (its
+ *	  callers told after oauth.http_timeout, queue_release_waiters) ends at
+ *	  once with "transient" rather than send the same refresh token again.
+ *	- The queues and the running list are the worker's own; no other
+ *	  process sees them, so they need no lock.  The shared table is reached
+ *	  through shmem.c only.
+ *
+ * The queue decides which job moves next (JOB_MOVES, worker.h): it starts
+ * them (QUEUED -> SENDING), collects their calls (SENDING -> ANSWERED, or
+ * QUEUED again for a lost answer), tells callers of a call that outlives
+ * oauth.http_timeout (SENDING -> RELEASED) and hands results to finish.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,10 +44,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
+#include "http.h"
 #include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
@@ -56,14 +62,6 @@ static int	n_sweeps_queued = 0;
 static int	n_sweeps_running = 0;
 bool		sweep_again = false;	/* the last sweep filled its batch */
 
-/* connection id -> its job (QUEUED, SENDING or ANSWERED) */
-typedef struct JobById
-{
-	pg_uuid_t	id;
-	Job		   *job;
-} JobById;
-static HTAB *jobs_by_id = NULL;
-
 /* the last sweep's fair order: connection id -> its rank in its workspace */
 typedef struct SweepRank
 {
@@ -74,40 +72,12 @@ static HTAB *sweep_ranks = NULL;
 
 static SPIPlanPtr plan_due = NULL;
 
-/* jobs_by_id, created on first use in jobs_cxt. */
-static HTAB *
-by_id(void)
-{
-	if (jobs_by_id == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(pg_uuid_t);
-		ctl.entrysize = sizeof(JobById);
-		ctl.hcxt = jobs_cxt;
-		jobs_by_id = hash_create("oauth_tokens jobs by id", 1024, &ctl,
-								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
-	return jobs_by_id;
-}
-
-/* Forget job as its connection's current job (published, or kept). */
-void
-queue_forget(Job *job)
-{
-	JobById    *j = hash_search(by_id(), &job->id, HASH_FIND, NULL);
-
-	if (j && j->job == job)
-		hash_search(by_id(), &job->id, HASH_REMOVE, NULL);
-}
-
 /* Append job to the queue it belongs to now. */
 static void
 enqueue(Job *job)
 {
-	job->swept = (job->flags & REQ_SWEEP) != 0;
-	if (job->swept)
+	job->lane = (job->flags & REQ_SWEEP) ? LANE_SWEEPS : LANE_CALLERS;
+	if (job->lane == LANE_SWEEPS)
 	{
 		dlist_push_tail(&sweeps, &job->node);
 		n_sweeps_queued++;
@@ -123,23 +93,22 @@ dequeue(Job *job)
 {
 	dlist_delete(&job->node);
 	n_queued--;
-	if (job->swept)
+	if (job->lane == LANE_SWEEPS)
 		n_sweeps_queued--;
 }
 
 /*
- * Bring job up to date with its entry e, which posters joined.  Caller
- * holds oauth_shared->lock.  Returns true when a refused token is to be
- * marked.
+ * Bring job up to date with (a copy of) its entry e, which posters joined.
+ * Returns true when a refused token is to be marked.
  */
 static bool
-sync_job_locked(Job *job, RefreshEntry *e)
+sync_job(Job *job, const RefreshEntry *e)
 {
 	if (job->state == RJ_QUEUED)
 	{
 		job->flags = e->flags;
 		job->seen_version = e->seen_version;
-		if (job->swept && !(job->flags & REQ_SWEEP))
+		if (job->lane == LANE_SWEEPS && !(job->flags & REQ_SWEEP))
 		{
 			/* a caller joined a queued sweep job: it starts with callers */
 			dequeue(job);
@@ -162,48 +131,35 @@ queue_drain_ring(void)
 	List	   *reject = NIL;
 	List	   *refused = NIL;
 	ListCell   *lc;
+	int			n;
+	RefreshEntry *entries = oauth_ring_take(&n);
 
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	while (oauth_shared->ring_head != oauth_shared->ring_tail)
+	for (int i = 0; i < n; i++)
 	{
-		pg_uuid_t	id = oauth_shared->ring[oauth_shared->ring_head % oauth_shared->ring_size];
-		RefreshEntry *e;
-		JobById    *j;
-		Job		   *job;
-		bool		found;
+		RefreshEntry *e = &entries[i];
+		Job		   *job = job_find(&e->id);
 
-		oauth_shared->ring_head++;
-		e = hash_search(oauth_requests, &id, HASH_FIND, NULL);
-		if (e == NULL)
-			continue;
-		e->in_ring = false;
-		if (e->state == RJ_DONE)
-			continue;
-		j = hash_search(by_id(), &id, HASH_FIND, NULL);
-		if (j && j->job->gen == e->gen)
+		if (job && job->gen == e->gen)
 		{
-			if (sync_job_locked(j->job, e))
-				refused = lappend(refused, j->job);
+			if (sync_job(job, e))
+				refused = lappend(refused, job);
 			continue;
 		}
 		if (e->state != RJ_QUEUED)
 			continue;			/* not ours (a previous worker's); cannot happen */
-		job = job_create(&id, e);
+		job = job_create(&e->id, e, RJ_QUEUED);
 		if (e->dboid != MyDatabaseId)
 		{
-			job->state = RJ_DONE;
 			job->outcome = RO_UNAVAILABLE;
 			job->message = MemoryContextStrdup(job->cxt, "the oauth_tokens worker serves another database");
 			reject = lappend(reject, job);
 			continue;
 		}
-		j = hash_search(by_id(), &id, HASH_ENTER, &found);
-		j->job = job;
 		enqueue(job);
 		if (job->flags & REQ_REJECTED)
 			refused = lappend(refused, job);
 	}
-	LWLockRelease(oauth_shared->lock);
+	pfree(entries);
 	foreach(lc, reject)
 		job_publish(lfirst(lc));
 	list_free(reject);
@@ -228,19 +184,6 @@ queue_provider_running(const char *provider)
 	return n;
 }
 
-/*
- * Put a job whose call ended back at the head of the queue, to be prepared
- * and sent again at once (the retry of a lost answer, durable.c).
- */
-void
-queue_requeue(Job *job)
-{
-	job_set_state(job, RJ_QUEUED);
-	job->swept = false;			/* it goes first */
-	dlist_push_head(&callers, &job->node);
-	n_queued++;
-}
-
 /* Is a call for this connection in curl (its answer still awaited)? */
 bool
 queue_is_running(const pg_uuid_t *id)
@@ -248,27 +191,105 @@ queue_is_running(const pg_uuid_t *id)
 	return job_in_list(&running, id);
 }
 
-/* The jobs in curl now, as a list in the current memory context. */
-List *
-queue_running_jobs(void)
-{
-	dlist_iter	it;
-	List	   *l = NIL;
-
-	dlist_foreach(it, &running)
-		l = lappend(l, dlist_container(Job, node, it.cur));
-	return l;
-}
-
 /* A job's HTTP call is over: it leaves the running list. */
-void
-queue_left_running(Job *job)
+static void
+left_running(Job *job)
 {
 	dlist_delete(&job->node);
 	n_running--;
-	if (job->swept)
+	if (job->lane == LANE_SWEEPS)
 		n_sweeps_running--;
 	oauth_stat_add(ST_INFLIGHT, -1);
+}
+
+/* A prepared job goes to curl: SENDING, in the running list. */
+static void
+run(Job *job)
+{
+	job_send(job);
+	dlist_push_tail(&running, &job->node);
+	n_running++;
+	if (job->lane == LANE_SWEEPS)
+		n_sweeps_running++;
+	oauth_stat_add(ST_INFLIGHT, 1);
+}
+
+/*
+ * Collect the calls curl has finished: each is classified (job_answered);
+ * one whose last request got no answer goes back to the head of the queue
+ * while the rotation grace covers it (job_resend_lost); the others are
+ * ANSWERED and stored together (jobs_finish).
+ */
+void
+queue_collect_finished(void)
+{
+	HttpCall   *call;
+	List	   *done = NIL;
+
+	while ((call = http_next_done()) != NULL)
+	{
+		Job		   *job = (Job *) call->owner;
+
+		left_running(job);
+		job_answered(job);
+		if (job_resend_lost(job))
+		{
+			job_move(job, RJ_QUEUED);
+			dlist_push_head(&callers, &job->node);
+			n_queued++;
+			continue;
+		}
+		job_move(job, RJ_ANSWERED);
+		done = lappend(done, job);
+	}
+	jobs_finish(done);
+	list_free(done);
+}
+
+/*
+ * Callers stop waiting after oauth.http_timeout: for each call in flight
+ * that long whose callers were not told, record a transient failure and
+ * tell them (SENDING -> RELEASED); the call goes on up to
+ * oauth.answer_timeout.  Outside any batch.  Returns the milliseconds
+ * until the next call in flight reaches oauth.http_timeout (the loop's
+ * wait ends then), or -1 if none.
+ */
+long
+queue_release_waiters(void)
+{
+	List	   *late = NIL;
+	ListCell   *lc;
+	dlist_iter	it;
+	long		next = -1;
+
+	if (oauth_answer_timeout_ms <= oauth_http_timeout_ms)
+		return -1;				/* the call itself ends at http_timeout */
+	dlist_foreach(it, &running)
+	{
+		Job		   *job = dlist_container(Job, node, it.cur);
+		long		elapsed;
+
+		if (job->state != RJ_SENDING)
+			continue;
+		elapsed = http_elapsed_ms(job->call);
+		if (elapsed >= oauth_http_timeout_ms)
+			late = lappend(late, job);
+		else if (next < 0 || oauth_http_timeout_ms - elapsed < next)
+			next = oauth_http_timeout_ms - elapsed;
+	}
+	if (late == NIL)
+		return next;
+	begin_work("oauth_tokens: telling callers a refresh still waits for its answer");
+	foreach(lc, late)
+		job_record_transient(lfirst(lc),
+							 psprintf("no answer from the provider after %d ms; "
+									  "the request stays open up to oauth.answer_timeout",
+									  oauth_http_timeout_ms));
+	end_work();
+	foreach(lc, late)
+		job_move(lfirst(lc), RJ_RELEASED);
+	list_free(late);
+	return next;
 }
 
 /* lappend in cxt: the list must outlive end_work(), which frees SPI's memory */
@@ -290,9 +311,40 @@ sweep_slots(void)
 }
 
 /*
+ * Must a job wait because its connection is still busy?  Yes while an
+ * answer for it is kept (not stored yet), and while a call for it still
+ * awaits the provider's answer: a second request would send the same
+ * refresh token again.  Then the job ends with "transient", and the caller
+ * (who may hold the row lock) hears so at once.
+ */
+static bool
+connection_busy(Job *job)
+{
+	bool		running_call = queue_is_running(&job->id);
+
+	if (!running_call && !jobs_kept_for(&job->id))
+		return false;
+	job->outcome = RO_TRANSIENT;
+	job->message = MemoryContextStrdup(job->cxt, running_call ?
+									   "a refresh of this connection is still waiting for the provider's answer" :
+									   "the connection's new token is not stored yet (its row is locked, or the write failed); "
+									   "it is stored as soon as it can be");
+	return true;
+}
+
+/* Is job's provider (once known) at its max_concurrency? */
+static bool
+provider_full(Job *job)
+{
+	return job->provider && job->provider_limit > 0 &&
+		queue_provider_running(job->provider) >= job->provider_limit;
+}
+
+/*
  * Try to start the queued jobs of list q, in order, while the limits allow.
  * Inside the caller's batch (opened on first need through *in_xact); jobs
- * that ended without a call are appended to *done (in memory cxt).
+ * that ended without a call are appended to *done (in memory cxt): QUEUED
+ * with their outcome, or ANSWERED with a failure to store.
  */
 static void
 start_from(dlist_head *q, bool sweep_work, bool *in_xact, List **done,
@@ -303,54 +355,41 @@ start_from(dlist_head *q, bool sweep_work, bool *in_xact, List **done,
 	dlist_foreach_modify(it, q)
 	{
 		Job		   *job = dlist_container(Job, node, it.cur);
+		JobPrepared prepared;
 
 		if (n_running >= oauth_max_concurrent_refreshes)
 			break;
 		if (sweep_work && n_sweeps_running >= sweep_slots())
 			break;
-
-		/*
-		 * A new token for this connection waits for its row lock: no second
-		 * refresh may start, and the caller (who may hold that lock) hears
-		 * so at once rather than waiting on itself.
-		 */
-		if (jobs_write_pending_for(&job->id))
+		if (connection_busy(job))
 		{
 			dequeue(job);
-			job->state = RJ_DONE;
-			job->outcome = RO_TRANSIENT;
-			job->message = MemoryContextStrdup(job->cxt,
-											   queue_is_running(&job->id) ?
-											   "a refresh of this connection is still waiting for the provider's answer" :
-											   "the connection's new token is not stored yet (its row is locked, or the write failed); "
-											   "it is stored as soon as it can be");
 			*done = lappend_cxt(cxt, *done, job);
 			continue;
 		}
 		/* known provider at its limit: skip without reading the row */
-		if (job->provider && job->provider_limit > 0 &&
-			queue_provider_running(job->provider) >= job->provider_limit)
+		if (provider_full(job))
 			continue;
 		if (!*in_xact)
 		{
 			begin_work("oauth_tokens: preparing refreshes");
 			*in_xact = true;
 		}
-		job_prepare(job);
-		if (job->call == NULL && job->state == RJ_QUEUED)
-			continue;			/* deferred: its provider is at its limit */
-		dequeue(job);
-		if (job->call)
+		prepared = job_prepare(job);
+		if (prepared == PREPARED_CALL && provider_full(job))
 		{
-			dlist_push_tail(&running, &job->node);
-			n_running++;
-			if (job->swept)
-				n_sweeps_running++;
-			oauth_stat_add(ST_INFLIGHT, 1);
-			job_set_state(job, RJ_SENDING);
+			job_unprepare(job); /* deferred: read again when a slot frees */
+			continue;
 		}
+		dequeue(job);
+		if (prepared == PREPARED_CALL)
+			run(job);
 		else
+		{
+			if (prepared == PREPARED_RESULT)
+				job_move(job, RJ_ANSWERED);
 			*done = lappend_cxt(cxt, *done, job);
+		}
 	}
 }
 
@@ -417,7 +456,7 @@ queue_sweep(void)
 	}
 	if (plan_due == NULL)
 		plan_due = prepare_saved(
-			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) "
+			"SELECT id, version, row_number() OVER (PARTITION BY workspace_id ORDER BY n) AS rank "
 			"  FROM oauth._due_connections($1) WITH ORDINALITY AS d(id, version, workspace_id, provider, n) "
 			" ORDER BY n",
 			1, (Oid[]) {INT4OID});
@@ -436,9 +475,12 @@ queue_sweep(void)
 	{
 		bool		isnull;
 
-		ids[i] = *DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		versions[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		ranks[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+
+		ids[i] = *DatumGetUUIDP(spi_column(t, d, "id", &isnull));
+		versions[i] = DatumGetInt64(spi_column(t, d, "version", &isnull));
+		ranks[i] = DatumGetInt64(spi_column(t, d, "rank", &isnull));
 	}
 	end_work();
 
@@ -461,18 +503,7 @@ queue_sweep(void)
 		r->rank = ranks[i];
 	}
 
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
-	{
-		RefreshEntry *e = hash_search(oauth_requests, &ids[i], HASH_FIND, NULL);
-		bool		full;
-
-		if (e && e->state != RJ_DONE)
-			continue;			/* already queued or started */
-		if (oauth_post_request_locked(&ids[i], MyDatabaseId, versions[i], REQ_SWEEP, &full) == NULL)
-			break;
-	}
-	LWLockRelease(oauth_shared->lock);
+	oauth_post_sweep(ids, versions, n);
 	pfree(ids);
 	pfree(versions);
 	pfree(ranks);

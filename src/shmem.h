@@ -20,8 +20,11 @@
 
 /*
  * A refresh job's state: one value, shared by the request table's entry and
- * the worker's Job (worker.h).  The transitions, who makes them and under
- * which lock, are in shmem.c's header.  Shown by oauth.refresh_jobs().
+ * the worker's Job (worker.h).  The worker moves a job between states (the
+ * table of moves is in worker.h, JOB_MOVES); the entry follows its job
+ * (oauth_entry_follow).  Three states have told the callers (a waiter has
+ * an outcome, and a new post re-arms the entry): RJ_RELEASED, RJ_KEPT and
+ * RJ_DONE.  Shown by oauth.refresh_jobs() and the worker's activity.
  */
 typedef enum RefreshJobState
 {
@@ -29,10 +32,18 @@ typedef enum RefreshJobState
 								 * shape the request */
 	RJ_SENDING,					/* the row was read and the request handed to
 								 * curl: what it sends is fixed */
-	RJ_ANSWERED,				/* the provider answered (or the call failed);
-								 * the result is being stored */
-	RJ_DONE						/* outcome set; kept while waiters read it */
+	RJ_RELEASED,				/* callers told (after oauth.http_timeout),
+								 * the call still open for its answer */
+	RJ_ANSWERED,				/* the call is over (answered or not); the
+								 * result is being stored */
+	RJ_KEPT,					/* the answer is kept for a locked (or
+								 * failing) row; callers told "transient" */
+	RJ_DONE,					/* outcome stored and given */
+	RJ_NUM_STATES
 } RefreshJobState;
+
+/* Has a job in state s given its callers an outcome? */
+#define RJ_TOLD(s) ((s) == RJ_RELEASED || (s) == RJ_KEPT || (s) == RJ_DONE)
 
 extern const char *const refresh_job_state_names[];
 
@@ -85,6 +96,14 @@ typedef enum OAuthStat
 	ST_NUM
 } OAuthStat;
 
+/* What a caller gets when its request is over. */
+typedef struct RefreshResult
+{
+	RefreshOutcome outcome;
+	TimestampTz next_attempt;	/* for RO_TRANSIENT */
+	char		message[OUTCOME_MSG_LEN];	/* never a secret */
+} RefreshResult;
+
 typedef struct OAuthShared
 {
 	LWLock	   *lock;			/* guards the hash, the ring and worker_* */
@@ -105,19 +124,33 @@ typedef struct OAuthShared
 } OAuthShared;
 
 extern OAuthShared *oauth_shared;
-extern struct HTAB *oauth_requests;
 extern int	oauth_max_requests;
 
 extern void oauth_shmem_request(void);
 extern void oauth_shmem_startup(void);
 extern bool oauth_shmem_available(void);
-
-extern ConditionVariable *oauth_entry_cv(const pg_uuid_t *id);
-extern RefreshEntry *oauth_post_request_locked(const pg_uuid_t *id, Oid dboid,
-											   int64 seen_version, uint32 flags,
-											   bool *full);
-extern void oauth_set_state_locked(RefreshEntry *e, RefreshJobState state);
-extern void oauth_wake_worker(void);
 extern void oauth_stat_add(OAuthStat s, int64 n);
+
+/* callers (functions.c, lifecycle.c) */
+extern void oauth_worker_status(pid_t *pid, Oid *dboid);
+extern int	oauth_requests_post(const pg_uuid_t *ids, const int64 *versions, int n,
+								uint32 flags, uint64 *gens, bool *held, bool *full);
+extern void oauth_requests_wait(const pg_uuid_t *id, uint64 gen, RefreshResult *result);
+extern void oauth_requests_release(const pg_uuid_t *ids, bool *held, int n);
+extern void oauth_wait_for_room(void);
+extern void oauth_request_background(const pg_uuid_t *id, int64 version);
+extern RefreshEntry *oauth_requests_copy(int *n);
+extern bool oauth_claim_code_hash(const uint8 *sha256);
+extern void oauth_wake_worker(void);
+
+/* the worker (worker.c, queue.c, job.c) */
+extern void oauth_worker_attach(void);
+extern void oauth_worker_set_ready(void);
+extern bool oauth_worker_is_ready(void);
+extern void oauth_worker_detach(void);
+extern RefreshEntry *oauth_ring_take(int *n);
+extern void oauth_post_sweep(const pg_uuid_t *ids, const int64 *versions, int n);
+extern void oauth_entry_follow(const pg_uuid_t *id, uint64 gen, RefreshJobState state,
+							   const RefreshResult *result);
 
 #endif

@@ -7,7 +7,18 @@
  * queue; sweep for due connections every oauth.sweep_interval (feeding the
  * same table, so sweeps and callers share single flight); start as many
  * queued jobs as the limits allow (queue.c); wait on curl's sockets and the
- * latch in one WaitEventSet (http.c); store finished jobs' answers (job.c).
+ * latch in one WaitEventSet (http.c); collect finished calls and store
+ * their answers (queue.c, finish.c).
+ *
+ * The worker's files, each calling only the ones below it:
+ *	worker.c	this loop
+ *	queue.c		what runs next: the queues, limits, starting, collecting
+ *	finish.c	storing results; answers kept for their row
+ *	job.c		a job's life: its states, reading its row, its request
+ *	http.c, provider.c, tenant_answers.c	the calls and their answers
+ *	durable.c	the answer store (oauth.pending_answers), the schema version
+ *	batch.c, shmem.c, crypto.c, store.c	transactions, the shared table,
+ *				keys, rows
  *
  * Rules:
  *	- Signals: SIGTERM and SIGHUP set flags (the standard handlers) that the
@@ -15,9 +26,9 @@
  *	  neither waits for calls in flight.
  *	- No transaction is open while the loop waits; each round's memory is
  *	  in loop_cxt, reset every round; jobs live in jobs_cxt.
- *	- The worker_* fields of oauth_shared are set at start-up and cleared at
- *	  exit, under oauth_shared->lock, by this process only (pid compared):
- *	  worker_cleanup() fails every request not yet done, so no waiter hangs.
+ *	- The worker_* fields of the shared table are set at start-up and
+ *	  cleared at exit by this process only (pid compared, shmem.c):
+ *	  worker_cleanup() fails every request not yet told, so no waiter hangs.
  *
  *-------------------------------------------------------------------------
  */
@@ -77,40 +88,11 @@ oauth_register_worker(void)
 static void
 worker_cleanup(int code, Datum arg)
 {
-	HASH_SEQ_STATUS st;
-	RefreshEntry *e;
-
 	/* an error raised while holding our lock must not deadlock us here */
 	LWLockReleaseAll();
 	http_abort_all();
-	if (!oauth_shmem_available())
-		return;
-	pg_atomic_write_u64(&oauth_shared->stats[ST_INFLIGHT], 0);
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	if (oauth_shared->worker_pid == MyProcPid)
-	{
-		oauth_shared->worker_pid = 0;
-		oauth_shared->worker_latch = NULL;
-		oauth_shared->worker_ready = false;
-		hash_seq_init(&st, oauth_requests);
-		while ((e = hash_seq_search(&st)) != NULL)
-		{
-			e->in_ring = false;
-			if (e->state == RJ_DONE)
-				continue;
-			oauth_set_state_locked(e, RJ_DONE);
-			e->done_gen = e->gen;
-			e->outcome = RO_UNAVAILABLE;
-			strlcpy(e->message, "the oauth_tokens worker stopped; retry", OUTCOME_MSG_LEN);
-			if (e->nwaiters <= 0)
-				hash_search(oauth_requests, &e->id, HASH_REMOVE, NULL);
-		}
-		oauth_shared->ring_head = oauth_shared->ring_tail;
-	}
-	LWLockRelease(oauth_shared->lock);
-	for (int i = 0; i < OAUTH_NUM_CVS; i++)
-		ConditionVariableBroadcast(&oauth_shared->cvs[i]);
-	ConditionVariableBroadcast(&oauth_shared->space_cv);
+	if (oauth_shmem_available())
+		oauth_worker_detach();
 }
 
 /* Does this database have the extension?  Runs its own transaction. */
@@ -159,14 +141,12 @@ prune_events(void)
 }
 
 /*
- * The worker's entry point.  Serves oauth.database until SIGTERM.
+ * Set the worker up: signals, its database, the settings its SQL relies on,
+ * its memory, curl; it becomes the worker of the shared table.
  */
-void
-oauth_worker_main(Datum arg)
+static void
+worker_start(void)
 {
-	MemoryContext loop_cxt;
-	bool		announced_missing = false;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
@@ -186,22 +166,116 @@ oauth_worker_main(Datum arg)
 	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
-	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
 	http_init();
-
-	LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-	oauth_shared->worker_pid = MyProcPid;
-	oauth_shared->worker_latch = MyLatch;
-	oauth_shared->worker_dboid = MyDatabaseId;
-	oauth_shared->worker_ready = false;
-	LWLockRelease(oauth_shared->lock);
+	oauth_worker_attach();
 	before_shmem_exit(worker_cleanup, (Datum) 0);
 	ereport(LOG, (errmsg("oauth_tokens worker started for database \"%s\"", oauth_database)));
+}
 
+/*
+ * Until the extension exists in the worker's database: fail requests fast
+ * and look again every 5 s.  Once it does: apply the answers a previous
+ * run received but did not apply, then serve.  Returns true when ready.
+ */
+static bool
+worker_ready(void)
+{
+	static bool announced_missing = false;
+
+	if (oauth_worker_is_ready())
+		return true;
+	if (!extension_present())
+	{
+		if (!announced_missing)
+			ereport(LOG,
+					(errmsg("oauth_tokens worker: extension not installed in database \"%s\"; waiting",
+							oauth_database),
+					 errhint("Run CREATE EXTENSION oauth_tokens CASCADE there.")));
+		announced_missing = true;
+		queue_drain_ring();		/* nothing can be served yet: fail fast */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5000L, oauth_wait_event(OAUTH_WAIT_WORKER_EXTENSION));
+		ResetLatch(MyLatch);
+		/* requests posted meanwhile are served once the extension exists */
+		return false;
+	}
+	(void) schema_check();
+	jobs_replay();
+	oauth_worker_set_ready();
+	return true;
+}
+
+/* The periodic work of a round: sweep, prune, notice a schema update. */
+static void
+periodic_work(TimestampTz now)
+{
+	if (oauth_sweep_interval_ms > 0 &&
+		(now >= next_sweep || (sweep_again && n_queued < oauth_max_concurrent_refreshes)))
+	{
+		next_sweep = TimestampTzPlusMilliseconds(now, oauth_sweep_interval_ms);
+		queue_sweep();
+		queue_drain_ring();
+		queue_order();
+	}
+	if (now >= next_prune)
+	{
+		/* more to prune: the next batch in the next round */
+		next_prune = prune_events() ? now :
+			TimestampTzPlusMilliseconds(now, 600 * 1000);
+	}
+	if (worker_schema < SCHEMA_1_1 && now >= next_schema_check)
+	{
+		/* a 1.0 schema: notice ALTER EXTENSION UPDATE within a second */
+		next_schema_check = TimestampTzPlusMilliseconds(now, 1000);
+		if (schema_check())
+		{
+			job_plans_reset();
+			finish_plans_reset();
+			jobs_replay();
+		}
+	}
+}
+
+/*
+ * How long the loop may wait: until the next sweep, kept answer, prune,
+ * release of callers (release_in) or statistics report; at most 10 s.
+ */
+static long
+wait_timeout(TimestampTz now, long release_in)
+{
+	long		timeout = 10000;
+	long		kept = jobs_next_store_ms();
+	long		stats;
+
+	if (oauth_sweep_interval_ms > 0)
+		timeout = Max(0, Min(timeout, (long) ((next_sweep - GetCurrentTimestamp()) / 1000)));
+	if (kept >= 0)
+		timeout = Min(timeout, kept);
+	if (next_prune <= now)
+		timeout = 0;
+	/* callers of a call in flight are told at oauth.http_timeout */
+	if (release_in >= 0)
+		timeout = Min(timeout, release_in);
+	/* the worker's table statistics reach pg_stat_user_tables */
+	stats = pgstat_report_stat(false);
+	if (stats > 0)
+		timeout = Min(timeout, stats);
+	return timeout;
+}
+
+/*
+ * The worker's entry point.  Serves oauth.database until SIGTERM.
+ */
+void
+oauth_worker_main(Datum arg)
+{
+	MemoryContext loop_cxt;
+
+	worker_start();
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens loop", ALLOCSET_DEFAULT_SIZES);
 	while (!ShutdownRequestPending)
 	{
 		uint32		ev = 0;
-		long		timeout;
 		long		release_in;
 		TimestampTz now;
 
@@ -213,93 +287,22 @@ oauth_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-
-		if (!oauth_shared->worker_ready)
-		{
-			if (!extension_present())
-			{
-				if (!announced_missing)
-					ereport(LOG,
-							(errmsg("oauth_tokens worker: extension not installed in database \"%s\"; waiting",
-									oauth_database),
-							 errhint("Run CREATE EXTENSION oauth_tokens CASCADE there.")));
-				announced_missing = true;
-				queue_drain_ring();	/* nothing can be served yet: fail fast */
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 5000L, oauth_wait_event(OAUTH_WAIT_WORKER_EXTENSION));
-				ResetLatch(MyLatch);
-				/* requests posted meanwhile are served once the extension exists */
-				continue;
-			}
-			/* answers a previous run received but did not apply come first */
-			(void) answers_check_schema();
-			answers_replay();
-			LWLockAcquire(oauth_shared->lock, LW_EXCLUSIVE);
-			oauth_shared->worker_ready = true;
-			LWLockRelease(oauth_shared->lock);
-		}
+		if (!worker_ready())
+			continue;
 
 		queue_drain_ring();
 		now = GetCurrentTimestamp();
-		if (oauth_sweep_interval_ms > 0 &&
-			(now >= next_sweep || (sweep_again && n_queued < oauth_max_concurrent_refreshes)))
-		{
-			next_sweep = TimestampTzPlusMilliseconds(now, oauth_sweep_interval_ms);
-			queue_sweep();
-			queue_drain_ring();
-			queue_order();
-		}
-		if (now >= next_prune)
-		{
-			/* more to prune: the next batch in the next round */
-			next_prune = prune_events() ? now :
-				TimestampTzPlusMilliseconds(now, 600 * 1000);
-		}
-		if (!answers_durable_schema && now >= next_schema_check)
-		{
-			/* a 1.0 schema: notice ALTER EXTENSION UPDATE within a second */
-			next_schema_check = TimestampTzPlusMilliseconds(now, 1000);
-			if (answers_check_schema())
-			{
-				job_plans_reset();
-				answers_replay();
-			}
-		}
+		periodic_work(now);
 		jobs_retry_writes();
-		release_in = answers_release_waiters();
+		release_in = queue_release_waiters();
 		queue_start_jobs();
 		/* jobs that finished without HTTP were published by queue_start_jobs */
 
-		timeout = 10000;
-		if (oauth_sweep_interval_ms > 0)
-		{
-			long		to_sweep = (long) ((next_sweep - GetCurrentTimestamp()) / 1000);
-
-			timeout = Max(0, Min(timeout, to_sweep));
-		}
-		{
-			long		kept = answers_next_wait_ms();
-
-			if (kept >= 0)
-				timeout = Min(timeout, kept);
-		}
-		if (next_prune <= now)
-			timeout = 0;
-		/* callers of a call in flight are told at oauth.http_timeout */
-		if (release_in >= 0)
-			timeout = Min(timeout, release_in);
-		{
-			/* the worker's table statistics reach pg_stat_user_tables */
-			long		stats = pgstat_report_stat(false);
-
-			if (stats > 0)
-				timeout = Min(timeout, stats);
-		}
 		pgstat_report_activity(STATE_IDLE, queue_activity());
-		http_wait(timeout, &ev);
+		http_wait(wait_timeout(now, release_in), &ev);
 		if (ev & WL_LATCH_SET)
 			ResetLatch(MyLatch);
-		jobs_collect_finished();
+		queue_collect_finished();
 	}
 
 	/*

@@ -4,26 +4,60 @@
  *	  What the refresh worker's files share: the Job, and each file's entry
  *	  points.
  *
+ *	  Each file calls only the files below it:
  *	  worker.c  the loop: signals, latch, WaitEventSet, start-up, cleanup
- *	  queue.c   the local queues (callers', sweeps'): draining the shared
- *	            ring, sweeps, fair order, the global and per-provider
- *	            limits, starting jobs
- *	  job.c     a job's life and state, its first step and its SQL
- *	            (prepare: read the row, build the request), refused tokens,
- *	            publishing outcomes to waiters
- *	  finish.c  a job's last step: the provider's answer, storing it
- *	  durable.c no answer thrown away: answers recorded before they are
- *	            applied, kept until stored, replayed at start-up; requests
- *	            sent and not answered (callers told at http_timeout, the
- *	            at-once retry inside rotation_grace); one tenant's rejection
+ *	  queue.c   what runs next: the local queues (callers', sweeps'),
+ *	            draining the shared ring, sweeps, fair order, the global
+ *	            and per-provider limits; starting jobs, collecting their
+ *	            calls, telling callers of calls past oauth.http_timeout
+ *	  finish.c  a job's last step: storing its result; answers kept until
+ *	            their row takes them, and replayed at start-up
+ *	  job.c     a job's life: its state (job_move), its connection's row
+ *	            and request (prepare), its answer, refused tokens,
+ *	            publishing its outcome
+ *	  (http.c, provider.c, tenant_answers.c: the calls and their answers)
+ *	  durable.c the answer store: answers recorded before they are applied;
+ *	            the schema version
  *	  batch.c   the worker's transactions: a batch of jobs in one
  *	            transaction, each job in its own subtransaction; events
  *
  *	  Everything here lives in the worker process only; a Job is never
  *	  seen by another process.  Its shared counterpart is the RefreshEntry
- *	  of shmem.h (the transitions of its state are in shmem.c's header),
- *	  which the worker writes only through job_set_state(), job_notify()
- *	  and queue_drain_ring(), under oauth_shared->lock.
+ *	  of shmem.h, which follows the job's state (oauth_entry_follow).
+ *
+ *	  A job's state (RefreshJobState, shmem.h) changes in one function,
+ *	  job_move() (job.c), and only by a move of this table (JOB_MOVES):
+ *
+ *	  from      to        when, and where it is decided
+ *	  QUEUED    SENDING   its request is in curl (queue_start_jobs)
+ *	  QUEUED    ANSWERED  the row or its provider could not be used: a
+ *	                      failure to store (queue_start_jobs)
+ *	  QUEUED    DONE      nothing to send (not found, revoked, dead, paused,
+ *	                      not needed, another database, an answer of its
+ *	                      connection still kept or awaited): published
+ *	  SENDING   RELEASED  oauth.http_timeout passed without an answer: its
+ *	                      callers are told "transient", the call stays open
+ *	                      up to oauth.answer_timeout (queue_release_waiters)
+ *	  SENDING   ANSWERED  the call is over (queue_collect_finished)
+ *	  SENDING   QUEUED    the last request that may have been processed got
+ *	                      no answer, inside the rotation grace: sent again
+ *	                      at once (queue_collect_finished, job_resend_lost)
+ *	  RELEASED  ANSWERED  the call is over at last
+ *	  RELEASED  QUEUED    as SENDING -> QUEUED
+ *	  ANSWERED  DONE      its result is committed (or there was nothing to
+ *	                      store): published, callers woken (jobs_finish)
+ *	  ANSWERED  KEPT      its answer could not be applied (a locked row, a
+ *	                      failed write): kept, stored again later; callers
+ *	                      told "transient" (jobs_finish)
+ *	  KEPT      ANSWERED  its time to be stored again has come
+ *	                      (jobs_retry_writes)
+ *
+ *	  A job is born QUEUED (a request taken from the ring) or KEPT (an
+ *	  answer replayed from oauth.pending_answers at start-up).  The first
+ *	  of RELEASED, KEPT or DONE gives the entry the job's outcome and wakes
+ *	  its waiters; a new request for the connection may then re-arm the
+ *	  entry, and it waits (deferred, "transient") while the older job is not
+ *	  DONE.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,6 +76,36 @@
 #include "provider.h"
 #include "shmem.h"
 
+/* The worker's own at-once re-sends of a request that got no answer. */
+#define LOST_RESENDS_MAX 3
+
+/* The moves a job may make, as bit sets by state (the table above). */
+#define JOB_MOVES { \
+	[RJ_QUEUED] = (1 << RJ_SENDING) | (1 << RJ_ANSWERED) | (1 << RJ_DONE), \
+	[RJ_SENDING] = (1 << RJ_RELEASED) | (1 << RJ_ANSWERED) | (1 << RJ_QUEUED), \
+	[RJ_RELEASED] = (1 << RJ_ANSWERED) | (1 << RJ_QUEUED), \
+	[RJ_ANSWERED] = (1 << RJ_DONE) | (1 << RJ_KEPT), \
+	[RJ_KEPT] = (1 << RJ_ANSWERED), \
+	[RJ_DONE] = 0, \
+}
+
+/* Which of the worker's lanes a job counts against (queue.c). */
+typedef enum JobLane
+{
+	LANE_CALLERS,				/* a caller waits, or a forced refresh */
+	LANE_SWEEPS					/* posted by a sweep only */
+} JobLane;
+
+/* Was an answer lost on the way to this job's result? */
+typedef enum LostAnswer
+{
+	LOST_NONE,
+	LOST_BEFORE,				/* the previous attempt (in the row) was sent
+								 * and never answered */
+	LOST_RESENT					/* this job sent its request again after no
+								 * answer came (libcurl or the worker) */
+} LostAnswer;
+
 /*
  * One refresh of one connection, from the moment the worker takes its
  * request off the ring until its outcome is published.  Everything a job
@@ -53,12 +117,12 @@ typedef struct Job
 	pg_uuid_t	id;
 	char	   *idstr;
 	uint64		gen;
-	RefreshJobState state;		/* as in the entry while the entry has gen */
+	RefreshJobState state;		/* changed by job_move() only */
 	int64		seen_version;
 	uint32		flags;
 	int64		rejected_version;	/* REQ_REJECTED: the refused token's version */
 	int64		rejected_marked;	/* the version already marked refused */
-	bool		swept;			/* queued (and run) as sweep work */
+	JobLane		lane;			/* the queue it is in, the slots it holds */
 	int64		rank;			/* sweep jobs: place in the fair order (queue_order) */
 	MemoryContext cxt;
 	char	   *provider;		/* known after the first prepare */
@@ -68,8 +132,7 @@ typedef struct Job
 	ProviderConf conf;
 	HttpCall   *call;
 	TimestampTz started;
-	bool		write_pending;	/* answer kept: its row was locked (retry_writes) */
-	bool		notified;		/* its entry is DONE: waiters have its outcome */
+	TokenRequest req;			/* built by job_prepare, sent by job_send */
 	TimestampTz answered_at;	/* when the provider's answer arrived */
 	TimestampTz next_attempt;	/* after a transient failure, as stored */
 	/* answers never thrown away, lost answers (durable.c) */
@@ -78,12 +141,10 @@ typedef struct Job
 	int			store_failures; /* failed attempts to apply the answer */
 	TimestampTz next_store;		/* when to try applying it again */
 	int64		rotation_grace_ms;	/* provider's window; -1: unknown */
-	bool		after_no_answer;	/* the last attempt was sent, unanswered */
-	bool		lost_retry;		/* a request of this job was sent again after
-								 * no answer came (by libcurl or the worker) */
+	LostAnswer	lost;
 	int			lost_resends;	/* the worker's own at-once re-sends */
 	TimestampTz first_sent;		/* when this job first sent its refresh token */
-	bool		released;		/* callers were told after oauth.http_timeout */
+	int			failures_recorded;	/* transient failures already in the row */
 	bool		templated_url;	/* token URL filled from the connection's metadata */
 	/* result: ans in ANSWERED (to store), outcome once stored or DONE */
 	TokenAnswer ans;
@@ -98,6 +159,36 @@ typedef struct Job
  */
 #define ANSWER_LOST_PREFIX "sent, no answer"
 
+/* What job_prepare found the job needs. */
+typedef enum JobPrepared
+{
+	PREPARED_CALL,				/* its request is built (job->req) */
+	PREPARED_RESULT,			/* a failure to store (job->ans) */
+	PREPARED_OUTCOME			/* its outcome is known; nothing to store */
+} JobPrepared;
+
+/* The schema of the worker's database (durable.c). */
+typedef enum SchemaVersion
+{
+	SCHEMA_UNKNOWN,				/* no extension (yet) */
+	SCHEMA_1_0,					/* before ALTER EXTENSION UPDATE */
+	SCHEMA_1_1					/* this version's: oauth.pending_answers */
+} SchemaVersion;
+
+/* An answer read back from oauth.pending_answers (durable.c). */
+typedef struct RecordedAnswer
+{
+	int64		pending_id;
+	pg_uuid_t	connection_id;
+	uint64		generation;
+	int64		seen_version;
+	bytea	   *ciphertext;
+	TimestampTz received_at;
+	char	   *workspace_id;	/* NULL: the connection is gone */
+	char	   *provider;
+	bool		client_credentials;
+} RecordedAnswer;
+
 /* worker.c */
 extern MemoryContext jobs_cxt;
 
@@ -106,51 +197,50 @@ extern int	n_queued;
 extern int	n_running;
 extern bool sweep_again;
 extern void queue_drain_ring(void);
-extern void queue_forget(Job *job);
 extern char *queue_activity(void);
 extern void queue_sweep(void);
 extern void queue_order(void);
 extern void queue_start_jobs(void);
-extern void queue_left_running(Job *job);
+extern void queue_collect_finished(void);
+extern long queue_release_waiters(void);
 extern int	queue_provider_running(const char *provider);
-extern void queue_requeue(Job *job);
 extern bool queue_is_running(const pg_uuid_t *id);
-extern List *queue_running_jobs(void);
-
-/* job.c */
-extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e);
-extern bool job_in_list(dlist_head *list, const pg_uuid_t *id);
-extern void job_set_state(Job *job, RefreshJobState state);
-extern void job_prepare(Job *job);
-extern void job_mark_rejected(Job *job);
-extern void jobs_mark_rejected(List *jobs);
-extern void job_notify(Job *job);
-extern void job_publish(Job *job);
-extern void jobs_conclude(List *done);
-extern void job_plans_reset(void);
 
 /* finish.c */
 extern void jobs_finish(List *done);
-extern void jobs_collect_finished(void);
+extern void jobs_conclude(List *done);
 extern void job_record_transient(Job *job, const char *message);
 extern void finish_plans_reset(void);
+extern void jobs_replay(void);
+extern void jobs_retry_writes(void);
+extern long jobs_next_store_ms(void);
+extern bool jobs_kept_for(const pg_uuid_t *id);
+extern int	jobs_kept(void);
+
+/* job.c */
+extern Job *job_create(const pg_uuid_t *id, const RefreshEntry *e, RefreshJobState state);
+extern Job *job_find(const pg_uuid_t *id);
+extern void job_forget(Job *job);
+extern bool job_in_list(dlist_head *list, const pg_uuid_t *id);
+extern void job_move(Job *job, RefreshJobState to);
+extern JobPrepared job_prepare(Job *job);
+extern void job_unprepare(Job *job);
+extern void job_send(Job *job);
+extern void job_answered(Job *job);
+extern bool job_resend_lost(Job *job);
+extern void job_mark_rejected(Job *job);
+extern void jobs_mark_rejected(List *jobs);
+extern void job_publish(Job *job);
+extern void job_plans_reset(void);
 
 /* durable.c */
-extern bool answers_durable_schema;
-extern bool answers_check_schema(void);
-extern void answers_keep(Job *job, bool locked, const char *err);
-extern void jobs_keep(Job *job);
-extern void jobs_retry_writes(void);
-extern bool jobs_write_pending_for(const pg_uuid_t *id);
-extern bool jobs_writes_pending(void);
-extern int	jobs_kept(void);
+extern SchemaVersion worker_schema;
+extern bool schema_check(void);
 extern void answers_record(List *jobs);
 extern void answers_forget(Job *job);
-extern void answers_replay(void);
-extern bool answers_retry_lost(Job *job);
-extern long answers_release_waiters(void);
-extern bool answers_tenant_failure(Job *job);
-extern long answers_next_wait_ms(void);
+extern void answers_forget_set(Job **jobs, int n);
+extern List *answers_recorded(void);
+extern void answers_open(const RecordedAnswer *r, const char *idstr, TokenAnswer *a);
 
 /* batch.c */
 typedef void (*JobFn) (Job *job);
@@ -162,9 +252,14 @@ extern int	exec_plan(SPIPlanPtr plan, Datum *values, const char *nulls,
 					  bool read_only, long count);
 extern void run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out,
 						 int *sqlstate);
+extern bool try_isolated(void (*fn) (void *arg), void *arg, MemoryContext errcxt,
+						 char **errmsg_out, int *sqlstate);
+extern void add_events(int n, char **workspaces, pg_uuid_t *ids, char **providers,
+					   const char *event, char **details);
 extern void add_event(const char *workspace, const pg_uuid_t *id,
 					  const char *provider, const char *event,
 					  const char *detail_json);
 extern char *json_str(const char *s);
+extern Datum datum_array(Datum *values, bool *nulls, int n, Oid elemtype);
 
 #endif

@@ -53,6 +53,7 @@ our @EXPORT = qw(lc_node lc_sql lc_try lc_conn lc_json lc_events lc_poll
 =item lc_node($name, %opt) -> started PostgreSQL::Test::Cluster
 
 oauth_tokens preloaded, oauth.database = 'postgres', oauth.allow_http = on,
+oauth.allow_private_addresses = on (the test providers are on 127.0.0.1),
 oauth.sweep_interval = 0, a key file <data_dir>/oauth_tokens.keys holding
 "k1:" and the base64 of 32 random bytes (mode 0600), CREATE EXTENSION
 oauth_tokens CASCADE; returns once the refresh worker runs.  conf => more
@@ -69,6 +70,7 @@ sub lc_node
 		"shared_preload_libraries = 'oauth_tokens'\n"
 		  . "oauth.database = 'postgres'\n"
 		  . "oauth.allow_http = on\n"
+		  . "oauth.allow_private_addresses = on\n"
 		  . "oauth.sweep_interval = 0\n"
 		  . ($opt{conf} // ''));
 

@@ -61,6 +61,7 @@ the extension created in database postgres; returns once the refresh worker
 runs.  Options:
 
   allow_http        1 (default) or 0
+  allow_private_addresses  1 (default: the test providers are on 127.0.0.1) or 0
   ca_file           path for oauth.ca_file
   http_timeout      value for oauth.http_timeout
   sweep_interval    '0' (default: the tests drive refreshes themselves)
@@ -115,6 +116,8 @@ sub oauth_node
 	my $conf = "shared_preload_libraries = 'oauth_tokens'\n"
 	  . "oauth.database = 'postgres'\n"
 	  . "oauth.allow_http = " . (($opt{allow_http} // 1) ? 'on' : 'off') . "\n"
+	  . "oauth.allow_private_addresses = "
+	  . (($opt{allow_private_addresses} // 1) ? 'on' : 'off') . "\n"
 	  . "oauth.sweep_interval = '" . ($opt{sweep_interval} // '0') . "'\n"
 	  . "log_min_messages = " . ($opt{log_min_messages} // 'debug1') . "\n"
 	  # the README's setting: logged statements carry no bind parameters

@@ -60,11 +60,34 @@ Tenant paths: a token path /t/<tenant>/...token is tenant <tenant>;
   unauthorized_client for one Microsoft-style tenant.  The stats count
   requests by tenant ("by_tenant").
 
+Echoes (issue 14: redaction):
+  mode echo       an error answer that echoes what the request sent:
+    echo          template; {name} or {name|form} is replaced by a value of
+                  the request: client_secret, client_id, refresh_token,
+                  code, code_verifier, token (the raw values, from the body
+                  or the Basic header), authorization (the Basic header's
+                  value as sent), basic_raw (base64 of the raw
+                  client_id:client_secret), headers (every request header,
+                  "Name: value" lines), body (the request body as sent).
+                  form: raw | url | url_lower | url_plus | url_plus_lower |
+                  json | json_slash | json_u | json_u_upper | b64
+    echo_pad      that many "." before the echoed text
+    echo_in       error_description (JSON, with "error": echo_error) |
+                  error (JSON, the text is the error code) | form (a form
+                  body with error and error_description) | text (text/plain)
+    echo_error    the error code (invalid_grant)
+    echo_status   the HTTP status (400)
+  GET /_control/echoed lists every form of every secret an echo request
+  carried (so a test knows what must never come out the other side).
+  The revocation endpoint echoes too when POST /_control/revoke_status has
+  {"status": 400, "echo": ..., "echo_pad": ..., "echo_in": ...}.
+
 Control API (JSON in, JSON out):
   POST /_control/reset          forget everything
   POST /_control/default        {behaviour...} merged into the default
   POST /_control/grant          {"grant": "g1", "refresh_token": "g1.0"
                                  (optional: the current RT), behaviour...}
+  POST /_control/grants         {"grants": [{"grant": ..., behaviour...}, ...]}
   POST /_control/client         {"client_id", "client_secret" (null: public
                                  client), "basic_only", "json_only"}
   POST /_control/code           {"code", "grant", "redirect_uri",
@@ -77,15 +100,18 @@ Control API (JSON in, JSON out):
 Token requests are counted on arrival, before any latency or hang.
 """
 import argparse, base64, collections, hashlib, json, os, signal, socketserver
-import socket, ssl, sys, threading, time, traceback
+import re, socket, ssl, sys, threading, time, traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, unquote_plus, urlencode, urlsplit
+from urllib.parse import (parse_qs, quote, quote_plus, unquote, unquote_plus, urlencode,
+                          urlsplit)
 
 BUILTIN = {"mode": "ok", "rotate": False, "strict": False, "expires_in": 3600,
            "expires_in_style": "number", "refresh_token_expires_in": None,
            "response_format": "json", "extra": {}, "latency_ms": 0,
            "hang_seconds": 30, "retry_after": 2,
-           "grace_seconds": None, "answer_delay_ms": 0, "mode_times": 0}
+           "grace_seconds": None, "answer_delay_ms": 0, "mode_times": 0,
+           "echo": "", "echo_pad": 0, "echo_in": "error_description",
+           "echo_error": "invalid_grant", "echo_status": 400}
 JSON, FORM = "application/json", "application/x-www-form-urlencoded"
 WWW_AUTH = {"WWW-Authenticate": 'Basic realm="fake-oauth"'}
 # mode -> (status, body, content type)
@@ -111,7 +137,8 @@ CANNED = {
                                   "error_description": "client not allowed for this tenant"}, JSON),
     "401": (401, "<html>Unauthorized</html>", "text/html"),
 }
-CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop", "resent_drop"},
+CHOICES = {"mode": set(CANNED) | {"ok", "hang", "drop", "resent_drop", "echo"},
+           "echo_in": {"error_description", "error", "form", "text"},
            "expires_in_style": {"number", "string", "omit"},
            "response_format": {"json", "form", "form_unless_accept"}}
 REDACTED = ("client_secret", "refresh_token", "code", "code_verifier")
@@ -128,7 +155,7 @@ def validate_behaviour(d):
         elif isinstance(BUILTIN[k], int) or (k in ("refresh_token_expires_in", "grace_seconds")
                                              and v is not None):
             v = int(v)
-        elif k == "mode":
+        elif k in ("mode", "echo", "echo_in", "echo_error"):
             v = str(v)
         if v not in CHOICES.get(k, (v,)) or (k == "extra" and not isinstance(v, dict)):
             raise ValueError("bad value %r for %s" % (v, k))
@@ -179,6 +206,74 @@ def render_token(beh, tok, extra, accept, force_json=False):
     return 200, body, JSON, {}
 
 
+def _json_inner(v, ascii_only, slash=False, upper=False):
+    out = json.dumps(v, ensure_ascii=ascii_only)[1:-1]
+    if slash:
+        out = out.replace("/", "\\/")
+    if upper:
+        out = re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), out)
+    return out
+
+
+ECHO_FORMS = {
+    "raw": lambda v: v,
+    "url": lambda v: quote(v, safe="-._~"),
+    "url_lower": lambda v: re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(),
+                                  quote(v, safe="-._~")),
+    "url_plus": lambda v: quote_plus(v, safe="-._~"),
+    "url_plus_lower": lambda v: re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(),
+                                       quote_plus(v, safe="-._~")),
+    "json": lambda v: _json_inner(v, False),
+    "json_slash": lambda v: _json_inner(v, False, slash=True),
+    "json_u": lambda v: _json_inner(v, True),
+    "json_u_upper": lambda v: _json_inner(v, True, upper=True),
+    "b64": lambda v: base64.b64encode(v.encode("utf-8")).decode("ascii"),
+}
+SECRET_VALUES = ("client_secret", "refresh_token", "code", "code_verifier", "token",
+                 "authorization", "basic_raw")
+
+
+def echo_values(handler, params, raw_body):
+    """The values an echo template may name, from the request as it came."""
+    p = params or {}
+    auth = handler.headers.get("Authorization") or ""
+    vals = {k: str(p[k]) for k in ("client_id", "client_secret", "refresh_token", "code",
+                                   "code_verifier", "token") if p.get(k) is not None}
+    if auth[:6].lower() == "basic ":
+        vals["authorization"] = auth[6:].strip()
+        try:
+            cid, _, sec = base64.b64decode(vals["authorization"]).decode("utf-8").partition(":")
+        except ValueError:
+            cid, sec = "", ""
+        vals["client_id"], vals["client_secret"] = unquote_plus(cid), unquote_plus(sec)
+    if "client_secret" in vals:
+        pair = "%s:%s" % (vals.get("client_id", ""), vals["client_secret"])
+        vals["basic_raw"] = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    vals["headers"] = "".join("%s: %s\r\n" % (k, v) for k, v in handler.headers.items())
+    vals["body"] = raw_body.decode("utf-8", "replace")
+    return vals
+
+
+def render_echo(template, vals):
+    def one(m):
+        name, _, form = m.group(1).partition("|")
+        return ECHO_FORMS[form or "raw"](vals.get(name, ""))
+    return re.sub(r"\{([a-z_]+(?:\|[a-z_0-9]+)?)\}", one, template)
+
+
+def echo_answer(beh, vals):
+    """-> (status, body, content type, headers) of an echo answer."""
+    text = "." * beh["echo_pad"] + render_echo(beh["echo"], vals)
+    where, status = beh["echo_in"], beh["echo_status"]
+    if where == "error":
+        return status, {"error": text}, JSON, {}
+    if where == "form":
+        return status, urlencode({"error": beh["echo_error"], "error_description": text}), FORM, {}
+    if where == "text":
+        return status, text, "text/plain", {}
+    return status, {"error": beh["echo_error"], "error_description": text}, JSON, {}
+
+
 class State:
     def __init__(self):
         self.lock = threading.Lock()
@@ -193,6 +288,14 @@ class State:
         self.requests = collections.deque(maxlen=500)
         self.tenants, self.by_tenant = {}, collections.Counter()
         self.mode_used = collections.Counter()     # (scope, name) -> requests given the mode
+        self.echoed = set()     # every form of every secret an echo request carried
+        self.revoke_echo = None
+
+    def record_secrets(self, vals):
+        for name in SECRET_VALUES:
+            if vals.get(name):
+                for f in ECHO_FORMS.values():
+                    self.echoed.add(f(vals[name]))
 
     def grant(self, name, rt=None):
         if name not in self.grants:
@@ -269,7 +372,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_params(self):
         """-> (params, "json"|"form"); params is None for malformed JSON."""
-        raw = self.read_body()
+        raw = self.raw_body = self.read_body()
         mime = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if mime == JSON or mime.endswith("+json"):
             try:
@@ -379,6 +482,11 @@ class Handler(BaseHTTPRequestHandler):
         delay = beh["latency_ms"] / 1000.0
         if beh["mode"] == "hang":
             delay += beh["hang_seconds"]
+        if beh["mode"] == "echo":
+            vals = echo_values(self, params, self.raw_body)
+            with st.lock:
+                st.record_secrets(vals)
+            return self.send(*echo_answer(beh, vals))
         if delay > 0:
             time.sleep(delay)
         with st.lock:
@@ -469,6 +577,12 @@ class Handler(BaseHTTPRequestHandler):
                                    "token_type_hint": params.get("token_type_hint"),
                                    "client_id": cid, "auth": auth})
             status = st.revoke_status
+            echo = st.revoke_echo
+            if echo:
+                vals = echo_values(self, params, self.raw_body)
+                st.record_secrets(vals)
+        if echo:
+            return self.send(*echo_answer(dict(BUILTIN, echo_status=status, **echo), vals))
         self.send(status, {} if status < 300 else
                   {"error": "invalid_request" if status < 500 else "server_error"})
 
@@ -477,7 +591,9 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         with st.lock:
             out = None
-            if path == "/_control/stats":
+            if path == "/_control/echoed":
+                out = {"forms": sorted(st.echoed)}
+            elif path == "/_control/stats":
                 out = {"total": st.total, "by_refresh_token": st.by_rt,
                        "by_grant": st.by_grant, "by_code": st.by_code,
                        "by_tenant": st.by_tenant,
@@ -508,6 +624,9 @@ class Handler(BaseHTTPRequestHandler):
             st.reset()
         elif action == "default":
             st.default.update(validate_behaviour(body))
+        elif action == "grants":
+            for g in body["grants"]:
+                Handler.control_apply(st, "grant", g)
         elif action == "grant":
             body = dict(body)
             name, rt = str(body.pop("grant")), body.pop("refresh_token", None)
@@ -530,6 +649,8 @@ class Handler(BaseHTTPRequestHandler):
             st.codes[str(body["code"])] = c
         elif action == "revoke_status":
             st.revoke_status = int(body["status"])
+            echo = {k: body[k] for k in ("echo", "echo_pad", "echo_in", "echo_error") if k in body}
+            st.revoke_echo = validate_behaviour(echo) if echo.get("echo") else None
         elif action == "tenant":
             body = dict(body)
             name = str(body.pop("tenant"))

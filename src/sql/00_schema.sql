@@ -101,8 +101,18 @@ CREATE TABLE oauth.code_redemptions (
     outcome       text
 );
 
--- Status without any secret.
-CREATE VIEW oauth.connection_status AS
+-- The tenant boundary (src/tenant.c): the workspace this transaction is
+-- bound to (oauth.bind_workspace); NULL when unbound and not required (an
+-- admin sees everything); '' when unbound and oauth.require_workspace is on
+-- (no workspace_id is empty: the view shows nothing).  It tells a session
+-- only its own binding, so every role may call it (the view needs it).
+CREATE FUNCTION oauth._bound_workspace() RETURNS text
+    AS 'MODULE_PATHNAME', 'oauth_bound_workspace_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Status without any secret; a bound transaction sees its workspace only.
+-- security_barrier: a caller's own function in a WHERE clause (pg_temp
+-- needs no grant) must not see rows before the binding filters them.
+CREATE VIEW oauth.connection_status WITH (security_barrier) AS
 SELECT c.id,
        c.workspace_id,
        c.provider,
@@ -126,7 +136,8 @@ SELECT c.id,
        c.version,
        c.created_at,
        c.updated_at
-  FROM oauth.connections c;
+  FROM oauth.connections c
+ WHERE oauth._bound_workspace() IS NULL OR c.workspace_id = oauth._bound_workspace();
 
 REVOKE ALL ON ALL TABLES IN SCHEMA oauth FROM PUBLIC;
 REVOKE ALL ON SCHEMA oauth FROM PUBLIC;

@@ -62,6 +62,11 @@ END $$;
 CREATE FUNCTION oauth._check_url_template(what text, url text, allowed_hosts text[]) RETURNS void
     AS 'MODULE_PATHNAME', 'oauth_check_url_template_sql' LANGUAGE C IMMUTABLE;
 
+-- Internal: a provider URL names its host by DNS name, not by IP address
+-- in any spelling, unless oauth.allow_private_addresses (src/addresses.c).
+CREATE FUNCTION oauth._check_url_address(what text, url text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_check_url_address_sql' LANGUAGE C STABLE;
+
 -- Internal: the due connections, fairly ordered: the oldest due of every
 -- workspace first, then the second of each, and so on; paused providers are
 -- skipped.  Used by the worker's sweep and by refresh_due().
@@ -90,6 +95,39 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_workspace, p_connection, p_provider, p_event, coalesce(p_detail, '{}'))
 $$;
 
+-- Internal: a state change (reauth_required, reauthorized, revoked) sends
+-- NOTIFY oauth_connection_state with the event's id, and nothing else: LISTEN
+-- needs no privilege, so the payload names no workspace, connection,
+-- provider or error; a granted reader resolves it with
+-- oauth.connection_event().  A short integer of our own, never user input:
+-- no input can make the notification (and with it the state change) fail.
+CREATE FUNCTION oauth._event_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify('oauth_connection_state', NEW.id::pg_catalog.text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_notify AFTER INSERT ON oauth.events
+    FOR EACH ROW WHEN (NEW.event IN ('reauth_required', 'reauthorized', 'revoked'))
+    EXECUTE FUNCTION oauth._event_notify();
+
+-- Public: what a notification on oauth_connection_state says, for a reader
+-- who may see its workspace (the transaction's binding and
+-- oauth.require_workspace apply, as for valid_token).  No row for an id that
+-- is not a state change, or of another workspace.
+CREATE FUNCTION oauth.connection_event(id bigint)
+RETURNS TABLE (event_id bigint, at timestamptz, workspace_id text, connection_id uuid,
+               provider text, state text, error text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.id, e.at, e.workspace_id, e.connection_id, e.provider,
+           CASE e.event WHEN 'reauthorized' THEN 'active' ELSE e.event END,
+           e.detail ->> 'error'
+      FROM oauth.events e
+     WHERE e.id = connection_event.id
+       AND e.event IN ('reauth_required', 'reauthorized', 'revoked')
+       AND oauth._workspace_admitted(e.workspace_id)
+$$;
+
 CREATE FUNCTION oauth._not_null(what text, val anyelement) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -107,7 +145,29 @@ BEGIN
     END IF;
 END $$;
 
--- Internal: the connection row of a workspace, or OA001.
+-- The tenant boundary (src/tenant.c).  Public: bind the current
+-- transaction to one workspace.
+CREATE FUNCTION oauth.bind_workspace(workspace_id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'oauth_bind_workspace' LANGUAGE C VOLATILE;
+-- Internal: may this transaction see the workspace?  Bound: only its own.
+-- Unbound: all, unless oauth.require_workspace is on (then 42501).
+CREATE FUNCTION oauth._workspace_admitted(workspace_id text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'oauth_workspace_admitted_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Internal: refuse (42501) a new connection for a workspace this
+-- transaction may not see.
+CREATE FUNCTION oauth._check_workspace_binding(p_workspace text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'this transaction is bound to another workspace'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'A transaction bound with oauth.bind_workspace() works on that workspace only.';
+    END IF;
+END $$;
+
+-- Internal: the connection row of a workspace, or OA001 (also for a
+-- workspace other than the one the transaction is bound to).
 CREATE FUNCTION oauth._connection(p_workspace text, p_id uuid, lock boolean DEFAULT true)
 RETURNS oauth.connections LANGUAGE plpgsql AS $$
 DECLARE
@@ -115,6 +175,9 @@ DECLARE
 BEGIN
     PERFORM oauth._not_null('workspace_id', p_workspace);
     PERFORM oauth._not_null('connection_id', p_id);
+    IF NOT oauth._workspace_admitted(p_workspace) THEN
+        RAISE EXCEPTION 'connection not found' USING ERRCODE = 'OA001';
+    END IF;
     IF lock THEN
         SELECT * INTO c FROM oauth.connections WHERE id = p_id AND workspace_id = p_workspace FOR UPDATE;
     ELSE
@@ -245,6 +308,9 @@ BEGIN
     PERFORM oauth._check_url_template('token_url', v_token_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('revoke_url', v_revoke_url, v_allowed_hosts);
     PERFORM oauth._check_url_template('authorize_url', v_authorize_url, v_allowed_hosts);
+    PERFORM oauth._check_url_address('token_url', v_token_url);
+    PERFORM oauth._check_url_address('revoke_url', v_revoke_url);
+    PERFORM oauth._check_url_address('authorize_url', v_authorize_url);
     PERFORM oauth._check_interval('refresh_buffer', refresh_buffer);
     PERFORM oauth._check_interval('default_lifetime', v_default_lifetime, false);
     PERFORM oauth._check_interval('refresh_token_idle_ttl', v_idle_ttl, false);
@@ -420,6 +486,7 @@ BEGIN
     PERFORM oauth._not_null('access_token', access_token);
     PERFORM oauth._not_null('scope', scope);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
         RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
@@ -487,8 +554,6 @@ BEGIN
         jsonb_build_object('was', CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked'
                                        WHEN c.reauth_required_at IS NOT NULL THEN 'reauth_required'
                                        ELSE 'active' END));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'active')::text);
 END $$;
 
 -- Public: remove a connection; its events stay.

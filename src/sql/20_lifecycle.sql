@@ -70,84 +70,92 @@ BEGIN
         || CASE WHEN p.authorize_url LIKE '%?%' THEN '&' ELSE '?' END || q;
 END $$;
 
--- Internal: the one writer of what a token answer stores in a connection,
--- for the worker's refreshes (src/finish.c) and for exchange_code and
--- client_credentials (oauth._store_grant) alike, so the two cannot drift:
+-- Internal: the one writer of what token answers store in connections, a
+-- set of them at once: for the worker's refreshes (a batch, src/finish.c)
+-- and for exchange_code and client_credentials (oauth._store_grant, one
+-- row) alike, so the paths cannot drift:
 --   * the sealed access token; the refresh token the answer sent, else the
 --     stored one; never one for a client-credentials grant;
 --   * the answer's scope, else the stored one (a new grant: the requested);
---   * expires_at counted from p_answered_at, when the answer arrived (else
+--   * expires_at counted from its answered_at, when the answer arrived (else
 --     the provider's default_lifetime); refresh_token_expires_at from the
 --     answer, else the stored one (a new grant: none);
 --   * the answer's kept non-secret fields merged into metadata;
 --   * refreshed_at, refresh_after, failure_count and next_attempt_at reset;
 --     a new grant (p_new_grant) also clears reauth_required_at/revoked_at.
--- A refresh (p_new_grant false) applies only to a live connection at
--- p_version; returns false, storing nothing, when the row moved on.  The
--- row lock is taken here, under the caller's lock_timeout.
-CREATE FUNCTION oauth._store_answer(p_id uuid, p_version bigint, p_answered_at timestamptz,
-                                    p_access bytea, p_refresh bytea, p_expires_in bigint,
-                                    p_rt_expires_in bigint, p_scope text, p_metadata jsonb,
-                                    p_new_grant boolean, p_requested_scope text[] DEFAULT NULL,
-                                    p_grant_type text DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    c oauth.connections;
-    p oauth.providers;
-    v_grant_type text;
-    v_rt bytea;
-    v_exp timestamptz;
-    v_rt_exp timestamptz;
-    v_scope text[];
-BEGIN
-    SELECT * INTO c FROM oauth.connections cn
-     WHERE cn.id = p_id
-       AND (p_version IS NULL OR cn.version = p_version)
-       AND (p_new_grant OR (cn.revoked_at IS NULL AND cn.reauth_required_at IS NULL))
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    SELECT * INTO p FROM oauth.providers pr WHERE pr.name = c.provider;
-    v_grant_type := coalesce(p_grant_type, c.grant_type);
-    v_rt := CASE WHEN v_grant_type = 'client_credentials' THEN NULL
-                 ELSE coalesce(p_refresh, c.refresh_token_ciphertext) END;
-    v_exp := p_answered_at + CASE WHEN p_expires_in IS NOT NULL
-                                  THEN make_interval(secs => p_expires_in::float8)
-                                  ELSE p.default_lifetime END;
-    v_rt_exp := CASE WHEN p_rt_expires_in IS NOT NULL
-                     THEN p_answered_at + make_interval(secs => p_rt_expires_in::float8)
-                     WHEN p_new_grant THEN NULL
-                     ELSE c.refresh_token_expires_at END;
-    v_scope := CASE WHEN p_scope IS NOT NULL AND p_scope <> ''
-                    THEN regexp_split_to_array(btrim(p_scope), '[ ,]+')
+-- The arrays are parallel, one element per answer.  A refresh (p_new_grant
+-- false) applies only to a live connection at its version (NULL: any).  A
+-- row locked by another transaction is skipped, never waited for: one
+-- locked row must not hold back the others (the worker stores it alone
+-- later).  Returns the ids stored; an id not returned stored nothing.
+CREATE FUNCTION oauth._store_answers(p_ids uuid[], p_versions bigint[],
+                                     p_answered_at timestamptz[], p_access bytea[],
+                                     p_refresh bytea[], p_expires_in bigint[],
+                                     p_rt_expires_in bigint[], p_scope text[],
+                                     p_metadata jsonb[], p_new_grant boolean,
+                                     p_requested_scope text[] DEFAULT NULL,
+                                     p_grant_type text DEFAULT NULL)
+RETURNS SETOF uuid
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH a AS (
+        SELECT * FROM unnest(p_ids, p_versions, p_answered_at, p_access, p_refresh,
+                             p_expires_in, p_rt_expires_in, p_scope, p_metadata)
+               AS a(id, version, answered_at, access, refresh, expires_in,
+                    rt_expires_in, scope, metadata)
+    ), locked AS (
+        SELECT cn.id, cn.version, cn.provider, cn.grant_type, cn.refresh_token_ciphertext,
+               cn.refresh_token_expires_at, cn.scope
+          FROM oauth.connections cn
+         WHERE cn.id = ANY (p_ids)
+           AND (p_new_grant OR (cn.revoked_at IS NULL AND cn.reauth_required_at IS NULL))
+           FOR UPDATE SKIP LOCKED
+    ), v AS (
+        SELECT l.id, a.answered_at, a.access, a.metadata,
+               coalesce(p_grant_type, l.grant_type) AS grant_type,
+               CASE WHEN coalesce(p_grant_type, l.grant_type) = 'client_credentials' THEN NULL
+                    ELSE coalesce(a.refresh, l.refresh_token_ciphertext) END AS rt,
+               a.answered_at + CASE WHEN a.expires_in IS NOT NULL
+                                    THEN make_interval(secs => a.expires_in::float8)
+                                    ELSE p.default_lifetime END AS exp,
+               CASE WHEN a.rt_expires_in IS NOT NULL
+                    THEN a.answered_at + make_interval(secs => a.rt_expires_in::float8)
+                    WHEN p_new_grant THEN NULL
+                    ELSE l.refresh_token_expires_at END AS rt_exp,
+               CASE WHEN a.scope IS NOT NULL AND a.scope <> ''
+                    THEN regexp_split_to_array(btrim(a.scope), '[ ,]+')
                     WHEN p_new_grant THEN coalesce(p_requested_scope, '{}')
-                    ELSE c.scope END;
+                    ELSE l.scope END AS scope,
+               p.refresh_buffer, p.refresh_token_idle_ttl
+          FROM locked l
+          JOIN a ON a.id = l.id
+          JOIN oauth.providers p ON p.name = l.provider
+         WHERE a.version IS NULL OR l.version = a.version
+    )
     UPDATE oauth.connections cn SET
-        grant_type = v_grant_type,
-        access_token_ciphertext = p_access,
-        refresh_token_ciphertext = v_rt,
-        scope = v_scope,
-        expires_at = v_exp,
-        refresh_token_expires_at = v_rt_exp,
-        metadata = c.metadata || coalesce(p_metadata, '{}'),
-        refreshed_at = p_answered_at,
-        refresh_after = oauth._refresh_after(v_exp, p.refresh_buffer, p.refresh_token_idle_ttl,
-                                             v_rt_exp, p_answered_at, v_rt IS NOT NULL, true),
+        grant_type = v.grant_type,
+        access_token_ciphertext = v.access,
+        refresh_token_ciphertext = v.rt,
+        scope = v.scope,
+        expires_at = v.exp,
+        refresh_token_expires_at = v.rt_exp,
+        metadata = cn.metadata || coalesce(v.metadata, '{}'),
+        refreshed_at = v.answered_at,
+        refresh_after = oauth._refresh_after(v.exp, v.refresh_buffer, v.refresh_token_idle_ttl,
+                                             v.rt_exp, v.answered_at, v.rt IS NOT NULL, true),
         failure_count = 0, next_attempt_at = NULL, last_refresh_error = NULL,
         reauth_required_at = NULL, revoked_at = NULL,
-        version = c.version + 1, updated_at = now()
-     WHERE cn.id = p_id;
-    RETURN true;
-END $$;
+        version = cn.version + 1, updated_at = now()
+      FROM v
+     WHERE cn.id = v.id
+    RETURNING cn.id
+$$;
 
 -- Internal: store a token answer as a connection (new, or an existing one of
 -- the same account re-authorized).  Returns the id.  The insert comes first,
 -- with ON CONFLICT DO NOTHING: of two concurrent exchanges for the same
 -- account, the second waits for the first, then updates the row it made,
 -- so a redeemed code never ends in a unique violation.  What the grant
--- stores is written by oauth._store_answer, as for a refresh.
+-- stores is written by oauth._store_answers, as for a refresh.
 CREATE FUNCTION oauth._store_grant(p_workspace text, p_provider text, p_account text,
                                    p_grant_type text, r record, p_scope text[], p_metadata jsonb)
 RETURNS uuid LANGUAGE plpgsql AS $$
@@ -178,11 +186,11 @@ BEGIN
         v_id := c.id;
         v_at := oauth._seal(r.access_token, 'connection/' || v_id || '/access');
     END IF;
-    PERFORM oauth._store_answer(v_id, NULL, p_answered_at, v_at,
-        CASE WHEN r.refresh_token IS NOT NULL
-             THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh') END,
-        r.expires_in, r.rt_expires_in, r.scope,
-        CASE WHEN v_new IS NULL THEN p_metadata ELSE '{}' END || coalesce(r.metadata, '{}'),
+    PERFORM oauth._store_answers(ARRAY[v_id], ARRAY[NULL::bigint], ARRAY[p_answered_at], ARRAY[v_at],
+        ARRAY[CASE WHEN r.refresh_token IS NOT NULL
+                   THEN oauth._seal(r.refresh_token, 'connection/' || v_id || '/refresh') END],
+        ARRAY[r.expires_in::bigint], ARRAY[r.rt_expires_in::bigint], ARRAY[r.scope::text],
+        ARRAY[CASE WHEN v_new IS NULL THEN p_metadata ELSE '{}' END || coalesce(r.metadata, '{}')],
         true, coalesce(p_scope, '{}'), p_grant_type);
     IF v_new IS NOT NULL THEN
         PERFORM oauth._event('created', p_workspace, v_id, p_provider,
@@ -192,8 +200,6 @@ BEGIN
     END IF;
     PERFORM oauth._event('reauthorized', p_workspace, v_id, p_provider,
                          jsonb_build_object('grant_type', p_grant_type));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', p_workspace,
-        'connection_id', v_id, 'provider', p_provider, 'state', 'active')::text);
     RETURN v_id;
 END $$;
 
@@ -237,6 +243,7 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -289,6 +296,7 @@ BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
     PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_workspace_binding(workspace_id);
     p := oauth._provider(provider);
     r := oauth._provider_call(provider, 'token',
             CASE WHEN cardinality(scope) > 0
@@ -361,6 +369,4 @@ BEGIN
     END IF;
     PERFORM oauth._event('revoked', c.workspace_id, c.id, c.provider,
                          jsonb_strip_nulls(jsonb_build_object('remote', remote, 'error', err)));
-    PERFORM pg_notify('oauth_connection_state', json_build_object('workspace_id', c.workspace_id,
-        'connection_id', c.id, 'provider', c.provider, 'state', 'revoked')::text);
 END $$;

@@ -3,3 +3,6 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA oauth FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA oauth FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA oauth FROM PUBLIC;
+-- the connection_status view calls it as the reader; it tells a session its
+-- own binding only
+GRANT EXECUTE ON FUNCTION oauth._bound_workspace() TO PUBLIC;

@@ -115,9 +115,12 @@ for my $f (@faults)
 				return $seen =~ /Asynchronous notification "oauth_connection_state"/;
 			}),
 		'invalid_grant: a notification arrived on oauth_connection_state');
-	like($seen, qr/payload "[^\n]*"state"\s*:\s*"reauth_required"/,
-		'invalid_grant: its payload says reauth_required');
-	like($seen, qr/payload "[^\n]*\Q$id\E/, 'invalid_grant: and names the connection');
+	# the payload is the event's id; oauth.connection_event() resolves it
+	my ($ev) = $seen =~ /payload "(\d+)"/;
+	ok(defined $ev, 'invalid_grant: the payload is an event id');
+	is($node->safe_psql('postgres',
+			"SELECT state || ' ' || connection_id || ' ' || error FROM oauth.connection_event($ev)"),
+		"reauth_required $id invalid_grant", 'invalid_grant: it resolves to reauth_required of the connection');
 	$listener->quit;
 
 	$r = oauth_psql($node, "SELECT oauth.valid_token('ws1', '$id')");

@@ -117,7 +117,7 @@ $node->stop;
 # --- without preloading ---------------------------------------------------------
 my $bare = PostgreSQL::Test::Cluster->new('bare');
 $bare->init;
-$bare->append_conf('postgresql.conf', "oauth.allow_http = on\n");
+$bare->append_conf('postgresql.conf', "oauth.allow_http = on\noauth.allow_private_addresses = on\n");
 oauth_write_keys($bare, [ [ 'k1', oauth_random_b64(32) ] ]);
 $bare->start;
 $bare->safe_psql('postgres', 'CREATE EXTENSION oauth_tokens CASCADE');

@@ -1,4 +1,4 @@
-# One writer for what a grant stores (oauth._store_answer): the same
+# One writer for what a grant stores (oauth._store_answers): the same
 # provider answer stored by exchange_code / client_credentials and by a
 # refresh through the worker leaves the same columns, counted from when the
 # answer arrived: sealed tokens, scope, expiries, refresh_after, metadata,

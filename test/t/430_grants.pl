@@ -63,13 +63,24 @@ sub conn
 }
 $c{$_} = conn($_, "g-$_.0") for qw(read reject refresh reauth revoke delete);
 $c{due} = conn('due', 'g-due.0', "now() + interval '1 minute'");
+$c{gone} = conn('gone', 'g-gone.0');
+sql("SELECT oauth.revoke('ws1', '$c{gone}')");
+my $gone_event = sql("SELECT max(id) FROM oauth.events WHERE event = 'revoked'");
 $p->add_code(code => 'code-g', grant => 'g-code', redirect_uri => 'https://app.example/cb');
 
 # ---- one call per granted function, as the role ------------------------------
 my @calls = (
-	[ app => 'oauth.valid_token', "SELECT oauth.valid_token('ws1', '$c{read}', interval '1 minute')",
+	# the README sets oauth.require_workspace for app: each statement binds first
+	[ app => 'oauth.bind_workspace', "SELECT oauth.bind_workspace('ws1')", qr/^$/ ],
+	[ app => 'oauth.valid_token',
+		"SELECT oauth.valid_token('ws1', '$c{read}', interval '1 minute') FROM oauth.bind_workspace('ws1')",
 		qr/^at-read$/ ],
-	[ app => 'oauth.token_rejected', "SELECT oauth.token_rejected('ws1', '$c{reject}', 'at-reject')",
+	[ app => 'oauth.connection_event',
+		"BEGIN;\nSELECT oauth.bind_workspace('ws1') \\gset\n"
+		  . "SELECT state || ' ' || connection_id FROM oauth.connection_event($gone_event)",
+		qr/^revoked \Q$c{gone}\E$/ ],
+	[ app => 'oauth.token_rejected',
+		"SELECT oauth.token_rejected('ws1', '$c{reject}', 'at-reject') FROM oauth.bind_workspace('ws1')",
 		qr/^$/ ],
 	[ oauth_admin => 'oauth.register_provider',
 		"SELECT oauth.register_provider('p1', '$url', 'cid', 'csecret', revoke_url => '$base/revoke',
@@ -139,7 +150,8 @@ for my $t (
 	[ oauth_admin => 'oauth.provider_presets' ])
 {
 	my ($role, $rel) = @$t;
-	my $r = as_role($role, "SELECT count(*) > 0 FROM $rel");
+	my $bind = $role eq 'app' ? "BEGIN;\nSELECT oauth.bind_workspace('ws1') \\gset\n" : '';
+	my $r = as_role($role, "${bind}SELECT count(*) > 0 FROM $rel");
 	is($r->{out}, 't', "$role reads $rel") or diag($r->{err});
 }
 for my $role (qw(app oauth_admin))
@@ -154,6 +166,11 @@ for my $role (qw(app oauth_admin))
 }
 is(as_role('app', "SELECT count(*) FROM oauth.events")->{sqlstate}, '42501',
 	'app cannot read the events');
+# the README's block makes the binding mandatory for app
+my $unbound = as_role('app', "SELECT oauth.valid_token('ws1', '$c{read}')");
+is($unbound->{sqlstate}, '42501', 'app: valid_token without a binding is refused');
+is(as_role('app', "SELECT count(*) FROM oauth.connection_status")->{out}, '0',
+	'app: connection_status without a binding shows nothing');
 
 $node->stop;
 done_testing();

@@ -32,7 +32,8 @@ my $new = PostgreSQL::Test::Cluster->new('new');
 $new->init;
 $new->append_conf('postgresql.conf',
 	"shared_preload_libraries = 'oauth_tokens'\noauth.database = 'postgres'\n"
-	  . "oauth.allow_http = on\noauth.sweep_interval = 0\n");
+	  . "oauth.allow_http = on\noauth.allow_private_addresses = on\n"
+	  . "oauth.sweep_interval = 0\n");
 copy($old->data_dir . '/oauth_tokens.keys', $new->data_dir . '/oauth_tokens.keys') or die "copy: $!";
 chmod(0600, $new->data_dir . '/oauth_tokens.keys') or die "chmod: $!";
 my $bindir = $new->config_data('--bindir');
