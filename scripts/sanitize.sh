@@ -35,6 +35,7 @@ DEFAULT_TESTS="test/t/020_stampede.pl test/t/100_sweep.pl test/t/200_exchange.pl
   test/t/410_dump_restore.pl test/t/440_provider_stats.pl"
 TESTS=${SANITIZE_TESTS:-$DEFAULT_TESTS}
 [ "$TESTS" = all ] && TESTS=$(ls test/t/*.pl | tr '\n' ' ')
+TESTS=$(echo $TESTS)   # one line: make takes it as a command-line variable
 
 bash scripts/setup.sh clang-14 libclang-rt-14-dev
 export PATH=$("$PG_CONFIG" --bindir):$PATH
