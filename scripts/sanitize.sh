@@ -17,6 +17,11 @@
 # glibc's locale lock at exit.  So the library links the runtime itself
 # (-shared-libasan, with its directory as rpath), which arrives with
 # shared_preload_libraries; verify_asan_link_order=0 lets it start late.
+# It must come in the postmaster (every test preloads the library): ASan
+# reads its options from /proc/self/environ, which a backend has overwritten
+# with its process title by the time it could load a library itself.
+# Checked by hand with a library that overruns a stack array: the report
+# lands in the log_path file and the backend dies.
 # Then the instrumented code of the extension is checked (its stack,
 # globals and every access it makes, against the shadow memory), UBSan
 # fully, but malloc and libc's string functions are not replaced, so heap
