@@ -37,7 +37,8 @@ CC=clang-14
 DEFAULT_TESTS="test/t/020_stampede.pl test/t/100_sweep.pl test/t/200_exchange.pl
   test/t/210_revoke_reauth.pl test/t/220_client_credentials.pl test/t/240_lost_answers.pl
   test/t/280_rotate_batches.pl test/t/300_tenant_hosts.pl test/t/330_hostile_provider.pl
-  test/t/410_dump_restore.pl test/t/440_provider_stats.pl"
+  test/t/410_dump_restore.pl test/t/440_provider_stats.pl test/t/510_workspace_binding.pl
+  test/t/550_outbound_addresses.pl test/t/560_redaction.pl test/t/570_tenant_no_pause.pl"
 TESTS=${SANITIZE_TESTS:-$DEFAULT_TESTS}
 [ "$TESTS" = all ] && TESTS=$(ls test/t/*.pl | tr '\n' ' ')
 TESTS=$(echo $TESTS)   # one line: make takes it as a command-line variable
