@@ -425,7 +425,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.token(path)
             elif post and path.endswith("/revoke"):
                 self.revoke()
-            elif path.startswith("/api/"):
+            elif path.startswith("/api/") and not is_token_path(path):
                 self.resource(path)
             elif is_token_path(path) or path.endswith("/revoke"):
                 self.send(405, {"error": "method_not_allowed"}, headers={"Allow": "POST"})
