@@ -52,7 +52,12 @@ src/oauth_tokens.o: Makefile
 oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test test-all demo bench setup check-temp deb
+.PHONY: test test-all demo bench setup check-temp deb dist
+# the PGXN archive of tag vVERSION (META.json), into build/dist (DIST_REF,
+# DIST_OUT: scripts/dist.sh)
+dist:
+	bash scripts/dist.sh
+
 # Debian packages postgresql-NN-oauth-tokens (debian/, pg_buildext), into
 # build/deb (DEB_OUT=dir)
 deb:

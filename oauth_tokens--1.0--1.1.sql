@@ -133,6 +133,10 @@ BEGIN
     PERFORM oauth._not_null('code', code);
     PERFORM oauth._not_null('redirect_uri', redirect_uri);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_identifier('workspace_id', workspace_id, 256);
+    PERFORM oauth._check_identifier('provider_account_id', provider_account_id, 256);
+    PERFORM oauth._check_identifier('code', code, 8192);
+    PERFORM oauth._check_identifier('redirect_uri', redirect_uri, 2048);
     PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR code = '' THEN
         RAISE EXCEPTION 'workspace_id and code must not be empty' USING ERRCODE = 'invalid_parameter_value';
@@ -166,8 +170,11 @@ BEGIN
     IF r.klass <> 'success' THEN
         PERFORM oauth._raise_call_failure('authorization code', provider, r);
     END IF;
-    v_account := coalesce(provider_account_id, r.metadata ->> 'user_id', r.metadata ->> 'team.id',
-                          r.metadata ->> 'realmId', r.metadata ->> 'bot_id', r.metadata ->> 'id',
+    -- an account id the provider sends is kept as it is up to the limit, and
+    -- stands for itself by its hash beyond: the grant is stored either way
+    v_account := coalesce(provider_account_id,
+                          oauth._account_key(coalesce(r.metadata ->> 'user_id', r.metadata ->> 'team.id',
+                              r.metadata ->> 'realmId', r.metadata ->> 'bot_id', r.metadata ->> 'id')),
                           encode(h, 'hex'));
     v_id := oauth._store_grant(workspace_id, provider, v_account, 'authorization_code', r, '{}', metadata);
     INSERT INTO oauth.code_redemptions (code_sha256, provider, workspace_id, connection_id, outcome)
@@ -1056,6 +1063,8 @@ BEGIN
     PERFORM oauth._not_null('access_token', access_token);
     PERFORM oauth._not_null('scope', scope);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_identifier('workspace_id', workspace_id, 256);
+    PERFORM oauth._check_identifier('provider_account_id', provider_account_id, 256);
     PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
         RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
@@ -1093,6 +1102,7 @@ BEGIN
     PERFORM oauth._not_null('workspace_id', workspace_id);
     PERFORM oauth._not_null('provider', provider);
     PERFORM oauth._not_null('scope', scope);
+    PERFORM oauth._check_identifier('workspace_id', workspace_id, 256);
     PERFORM oauth._check_workspace_binding(workspace_id);
     p := oauth._provider(provider);
     r := oauth._provider_call(provider, 'token',
@@ -1106,7 +1116,7 @@ BEGIN
     END IF;
     -- a provider that sends a refresh token here is ignored: renewal uses the client's credentials
     r.refresh_token := NULL;
-    RETURN oauth._store_grant(workspace_id, provider, 'client:' || p.client_id,
+    RETURN oauth._store_grant(workspace_id, provider, oauth._account_key('client:' || p.client_id),
                               'client_credentials', r, scope, '{}');
 END $$;
 -- ---- end of tenant, item 1
@@ -1178,3 +1188,25 @@ BEGIN
                                        ELSE 'active' END));
 END $$;
 -- ---- end of tenant, item 5
+
+-- ---- tenant (issue 14, item 6): bounded identifiers at the door
+-- (create_connection, exchange_code, client_credentials are edited in place above).
+CREATE FUNCTION oauth._check_identifier(what text, val text, max_bytes int) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF val = '' THEN
+        RAISE EXCEPTION '% must not be empty', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(val) > max_bytes THEN
+        RAISE EXCEPTION '% is too long', what
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = format('It has %s bytes; at most %s are accepted.', octet_length(val), max_bytes);
+    END IF;
+END $$;
+CREATE FUNCTION oauth._account_key(val text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN octet_length(val) <= 256 THEN val
+                ELSE 'sha256:' || encode(sha256(convert_to(val, 'UTF8')), 'hex') END
+$$;
+REVOKE ALL ON FUNCTION oauth._check_identifier(text, text, int), oauth._account_key(text) FROM PUBLIC;
+-- ---- end of tenant, item 6

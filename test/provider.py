@@ -18,6 +18,15 @@ client is registered every client is accepted.
   client_credentials  "cc-<client_id>-<k>", never a refresh token.
 Access tokens are "at-<grant>-<k>", k counting per grant from 1.
 Revocation: POST /revoke (or any path ending in /revoke) is recorded.
+Resource endpoint (the API of examples/): GET /api/<anything> with
+"Authorization: Bearer <access token>" answers 200 {"path", "grant"} for the
+newest access token issued to a grant and not revoked, else 401
+(WWW-Authenticate: Bearer error="invalid_token").
+
+Running it by hand (the README's "Trying it with the test provider"):
+    python3 test/provider.py --port 8900 &
+    # http:// needs oauth.allow_http = on (and 127.0.0.1
+    # oauth.allow_private_addresses = on) in postgresql.conf
 
 Behaviour (global default, overridable per grant):
   mode        ok | invalid_grant | invalid_client | error200 | github_error |
@@ -284,6 +293,7 @@ class State:
         self.grants = {}        # name -> {behaviour, current, issued, requests}
         self.codes, self.clients, self.revocations = {}, {}, []
         self.total, self.cc_issued, self.revoke_status = 0, 0, 200
+        self.api_calls = 0      # requests to the resource endpoint /api/...
         self.by_rt, self.by_grant, self.by_code = (collections.Counter() for _ in range(3))
         self.requests = collections.deque(maxlen=500)
         self.tenants, self.by_tenant = {}, collections.Counter()
@@ -415,6 +425,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.token(path)
             elif post and path.endswith("/revoke"):
                 self.revoke()
+            elif path.startswith("/api/") and not is_token_path(path):
+                self.resource(path)
             elif is_token_path(path) or path.endswith("/revoke"):
                 self.send(405, {"error": "method_not_allowed"}, headers={"Allow": "POST"})
             else:
@@ -429,6 +441,30 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(500, {"error": "server_error", "error_description": "provider bug"})
             except OSError:
                 pass
+
+    # --- resource endpoint (the examples' API) ---------------------------
+    def resource(self, path):
+        """Any GET under /api/: 200 {"path", "grant"} for the newest access
+        token issued to a grant, 401 (WWW-Authenticate: Bearer
+        error="invalid_token") for any other: one never issued, one
+        superseded by a refresh, one whose grant was revoked."""
+        self.read_body()
+        auth = self.headers.get("Authorization", "")
+        tok = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        st = self.server.state
+        ok_grant = None
+        m = re.fullmatch(r"at-(.+)-(\d+)", tok)
+        with st.lock:
+            st.api_calls += 1
+            if m:
+                g = st.grants.get(m.group(1))
+                if (g and g["issued"] == int(m.group(2))
+                        and all(r["token"] != tok for r in st.revocations)):
+                    ok_grant = m.group(1)
+        if ok_grant is None:
+            return self.send(401, {"error": "invalid_token"}, headers={
+                "WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return self.send(200, {"path": path, "grant": ok_grant})
 
     # --- token endpoint --------------------------------------------------
     def token(self, path):
@@ -596,7 +632,7 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/_control/stats":
                 out = {"total": st.total, "by_refresh_token": st.by_rt,
                        "by_grant": st.by_grant, "by_code": st.by_code,
-                       "by_tenant": st.by_tenant,
+                       "by_tenant": st.by_tenant, "api_calls": st.api_calls,
                        "revocations": st.revocations, "requests": list(st.requests)}
             elif path.startswith("/_control/grant/"):
                 name = unquote(path[len("/_control/grant/"):])

@@ -136,6 +136,32 @@ BEGIN
     END IF;
 END $$;
 
+-- Internal: the documented limits of identifiers (README, "Limits of
+-- identifiers"), checked at the door of the functions that store them: not
+-- empty (22023), at most max_bytes bytes (22001).  NULL passes (_not_null
+-- says what is required).  The value itself is never echoed.
+CREATE FUNCTION oauth._check_identifier(what text, val text, max_bytes int) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF val = '' THEN
+        RAISE EXCEPTION '% must not be empty', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(val) > max_bytes THEN
+        RAISE EXCEPTION '% is too long', what
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = format('It has %s bytes; at most %s are accepted.', octet_length(val), max_bytes);
+    END IF;
+END $$;
+
+-- Internal: an account id that comes from a provider or a client id (not
+-- from the caller) as stored: itself up to 256 bytes, else 'sha256:' and
+-- the hex of its SHA-256, so a long one never fails a grant.
+CREATE FUNCTION oauth._account_key(val text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN octet_length(val) <= 256 THEN val
+                ELSE 'sha256:' || encode(sha256(convert_to(val, 'UTF8')), 'hex') END
+$$;
+
 CREATE FUNCTION oauth._check_interval(what text, val interval, allow_zero boolean DEFAULT true)
 RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -486,6 +512,8 @@ BEGIN
     PERFORM oauth._not_null('access_token', access_token);
     PERFORM oauth._not_null('scope', scope);
     PERFORM oauth._not_null('metadata', metadata);
+    PERFORM oauth._check_identifier('workspace_id', workspace_id, 256);
+    PERFORM oauth._check_identifier('provider_account_id', provider_account_id, 256);
     PERFORM oauth._check_workspace_binding(workspace_id);
     IF workspace_id = '' OR access_token = '' OR refresh_token = '' THEN
         RAISE EXCEPTION 'workspace_id, access_token and refresh_token must not be empty'
