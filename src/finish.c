@@ -195,7 +195,8 @@ refreshed_detail(Job *job)
 					a->http_status, ms, a->refresh_token ? "true" : "false",
 					a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
 					(job->flags & REQ_SWEEP) ? "\"sweep\"" :
-					(job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+					(job->flags & REQ_FORCE) ? "\"forced\"" :
+					(job->flags & REQ_DUE) ? "\"refresh_due\"" : "\"caller\"",
 					job->durable_us, job->store_failures + 1,
 					job->lost == LOST_RESENT ? ", \"recovered\": \"answer_lost\"" : "");
 }
