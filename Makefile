@@ -53,7 +53,12 @@ src/oauth_tokens.o: Makefile
 oauth_tokens--$(EXT_VERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: test test-all demo bench setup check-temp deb
+.PHONY: test test-all demo bench setup check-temp deb dist sanitize-test fuzz
+# the PGXN archive of tag vVERSION (META.json), into build/dist (DIST_REF,
+# DIST_OUT: scripts/dist.sh)
+dist:
+	bash scripts/dist.sh
+
 # Debian packages postgresql-NN-oauth-tokens (debian/, pg_buildext), into
 # build/deb (DEB_OUT=dir)
 deb:
@@ -87,3 +92,13 @@ demo:
 
 bench:
 	bash bench/run.sh
+
+# ASan and UBSan build of the extension, run against pg_regress and a part of
+# the TAP suite (SANITIZE_TESTS=all: every test); see README, Testing
+sanitize-test:
+	bash scripts/sanitize.sh
+
+# libFuzzer targets for the answer reader and the URL filler (fuzz/);
+# FUZZ_SECONDS per target, 60 by default
+fuzz:
+	bash scripts/fuzz.sh

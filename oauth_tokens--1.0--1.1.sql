@@ -215,11 +215,9 @@ ALTER TABLE oauth.events ADD CONSTRAINT events_event_check CHECK (event IN (
 -- Where this data refreshes.  One row: the cluster (system identifier, as
 -- pg_control_system() shows it) and the database (oid and name) that may
 -- talk to providers with these grants.  Recorded by CREATE EXTENSION; a
--- restored dump brings the source's row with it (the BEFORE INSERT trigger
--- lets the restored row replace the one CREATE EXTENSION wrote), so a copy
--- knows it is one.  Anywhere else the extension serves still-valid tokens and
--- sends nothing to any provider until a DBA runs oauth.adopt_copy().  Read by
--- the C code (src/identity.c), cached per process.
+-- restored dump brings the source's row with it.  The block of issue 14,
+-- item 7 (memsafe) at the end gives it the shape of a fresh 1.1: home marks,
+-- no singleton key, no trigger-sent invalidation.
 CREATE TABLE oauth.refresh_home (
     singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     system_identifier  bigint NOT NULL,
@@ -279,6 +277,8 @@ DECLARE
     old   oauth.refresh_home;
     sysid bigint;
     db    oid;
+    rows  int;
+    mark  uuid;
 BEGIN
     IF pg_is_in_recovery() THEN
         RAISE EXCEPTION 'cannot adopt a copy on a hot standby'
@@ -293,18 +293,26 @@ BEGIN
     END IF;
     SELECT system_identifier INTO sysid FROM pg_control_system();
     SELECT d.oid INTO db FROM pg_database d WHERE d.datname = current_database();
-    SELECT * INTO old FROM oauth.refresh_home;
-    IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
+    LOCK TABLE oauth.refresh_home IN EXCLUSIVE MODE;
+    SELECT count(*), min(nonce::text)::uuid INTO rows, mark FROM oauth.refresh_home;
+    -- home (src/identity.c): one row, naming here, and every row marked by it
+    IF rows = 1
+       AND EXISTS (SELECT 1 FROM oauth.refresh_home
+                    WHERE system_identifier = sysid AND database_oid = db)
+       AND NOT EXISTS (SELECT 1 FROM oauth.providers WHERE home_nonce <> mark)
+       AND NOT EXISTS (SELECT 1 FROM oauth.connections WHERE home_nonce <> mark) THEN
         RETURN 'already_home';
     END IF;
-    IF FOUND THEN
-        UPDATE oauth.refresh_home
-           SET system_identifier = sysid, database_oid = db, database_name = current_database(),
-               recorded_at = now(), recorded_by = current_user, how = 'adopt_copy';
-    ELSE
-        INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
-        VALUES (sysid, db, current_database(), 'adopt_copy');
-    END IF;
+    -- the row of the place these grants came from, if one says so
+    SELECT * INTO old FROM oauth.refresh_home
+     WHERE NOT (system_identifier = sysid AND database_oid = db)
+     ORDER BY recorded_at DESC LIMIT 1;
+    DELETE FROM oauth.refresh_home;
+    INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+    VALUES (sysid, db, current_database(), 'adopt_copy')
+    RETURNING nonce INTO mark;
+    UPDATE oauth.providers SET home_nonce = mark WHERE home_nonce <> mark;
+    UPDATE oauth.connections SET home_nonce = mark WHERE home_nonce <> mark;
     PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
         'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
                     'system_identifier', old.system_identifier::text,
@@ -919,6 +927,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
         version = cn.version + 1, updated_at = now()
       FROM v
      WHERE cn.id = v.id
+       AND cn.id = ANY (p_ids)      -- the target by its key, not a scan of every row
     RETURNING cn.id
 $$;
 
@@ -1230,6 +1239,30 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 REVOKE ALL ON FUNCTION oauth._check_identifier(text, text, int), oauth._account_key(text) FROM PUBLIC;
 -- ---- end of tenant, item 6
+
+-- ---- issue 14, item 7 (memsafe): the copy guard holds without triggers.
+-- oauth.refresh_home may hold more than one row (a restore with
+-- --disable-triggers keeps CREATE EXTENSION's next to the source's: never
+-- home); a random home mark (nonce) is copied into every provider and
+-- connection row, so rows restored from elsewhere are found whatever the
+-- restore did (src/identity.c).  adopt_copy above is edited in place.
+ALTER TABLE oauth.providers DROP COLUMN refresh_home;
+ALTER TABLE oauth.refresh_home DROP COLUMN singleton;
+DROP TRIGGER refresh_home_changed ON oauth.refresh_home;
+DROP FUNCTION oauth._refresh_home_notify();
+DROP FUNCTION oauth._refresh_home_changed();
+ALTER TABLE oauth.refresh_home ADD COLUMN nonce uuid NOT NULL DEFAULT gen_random_uuid();
+CREATE FUNCTION oauth._home_nonce() RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT nonce FROM oauth.refresh_home ORDER BY recorded_at DESC LIMIT 1),
+                    '00000000-0000-0000-0000-000000000000')
+$$;
+REVOKE ALL ON FUNCTION oauth._home_nonce() FROM PUBLIC;
+ALTER TABLE oauth.providers ADD COLUMN home_nonce uuid NOT NULL DEFAULT oauth._home_nonce();
+ALTER TABLE oauth.connections ADD COLUMN home_nonce uuid NOT NULL DEFAULT oauth._home_nonce();
+CREATE INDEX providers_home_nonce_idx ON oauth.providers (home_nonce);
+CREATE INDEX connections_home_nonce_idx ON oauth.connections (home_nonce);
+-- ---- end of issue 14, item 7 (memsafe)
 
 -- ---- issue 16 (creds): client_secret_jwt, private_key_jwt, tls_client_auth;
 -- oauth.provider_credentials and oauth.set_client_auth().  Same as

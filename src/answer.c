@@ -4,8 +4,8 @@
  *	  Reading providers' answers: JSON and form fields, and the rules that
  *	  make a hostile answer harmless.
  *
- * Before any provider string reaches text, jsonb, an event, an error or a
- * NOTIFY payload:
+ * Before any provider string reaches text, jsonb, an event or an error
+ * (NOTIFY payloads carry an event id only):
  *	  - the body must be valid UTF-8 without NUL bytes (RFC 8259), and JSON
  *	    nested at most JSON_MAX_DEPTH deep (checked by a scan before the
  *	    parser runs, so its recursion never reaches the stack-depth ERROR);

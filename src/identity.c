@@ -5,18 +5,61 @@
  *	  the oauth.provider_traffic switch.
  *
  * Every refresh rotates the refresh token out from under anyone else who
- * holds it, so exactly one database may use a set of grants.  That database
- * is recorded in oauth.refresh_home (one row: the cluster's system
- * identifier and the database's oid, written by CREATE EXTENSION and
- * oauth.adopt_copy(); a restored dump brings the source's row).  A request
- * may go to a provider only when all of these hold:
+ * holds it, so exactly one database may use a set of grants.  A request may
+ * go to a provider only when all of these hold:
  *
  *	- oauth.provider_traffic is on (the operator's switch, sighup);
  *	- the server is not in recovery (a hot standby: call on the primary);
- *	- oauth.refresh_home names this cluster and this database (otherwise it
- *	  is a restored copy or a clone: oauth.adopt_copy() makes it home);
+ *	- this database is home (below; otherwise it is a restored copy or a
+ *	  clone: oauth.adopt_copy() makes it home);
  *	- no logical replication subscription feeds oauth.connections here (the
  *	  publisher refreshes).
+ *
+ * Home.  oauth.refresh_home records the cluster (system identifier), the
+ * database (oid) and a random home mark (nonce, a uuid) of the database
+ * that refreshes; CREATE EXTENSION and oauth.adopt_copy() write it.  Every
+ * oauth.providers and oauth.connections row carries a mark too (home_nonce,
+ * by default the home row's when the row is written, so a dump carries the
+ * source's marks to wherever it is restored).  This database is home only
+ * when
+ *
+ *	- oauth.refresh_home holds exactly one row,
+ *	- that row names this cluster's system identifier and this database's
+ *	  oid, and
+ *	- no provider and no connection carries another mark than that row's.
+ *
+ * Anything else (no row, two rows, a row naming another place, a row
+ * marked by another home) is a copy.  Nothing here depends on a trigger
+ * having fired or on the order rows arrived in, which is what makes every
+ * restore path safe:
+ *
+ *	- pg_restore (any format, -j or not) or pg_dump | psql of a whole
+ *	  database: CREATE EXTENSION writes a row naming here with a fresh mark;
+ *	  the source's row then replaces it (trigger) or joins it (no
+ *	  triggers), and the restored providers and connections carry the
+ *	  source's mark: never home, at any moment of the restore;
+ *	- a data-only restore into a database that has the extension, with or
+ *	  without --disable-triggers, in any table order: the same;
+ *	- a restore that leaves oauth.refresh_home's rows out (pg_restore -L,
+ *	  --exclude-table-data): CREATE EXTENSION's row names here, but the
+ *	  restored rows carry the source's mark, which no row of this database's
+ *	  can equal (a gen_random_uuid() made at CREATE EXTENSION here);
+ *	- CREATE DATABASE ... TEMPLATE, a file-level clone, pg_upgrade: the row
+ *	  names another database oid or system identifier.
+ *
+ * A database restored over itself (the same cluster and oid) with its
+ * triggers running is home again, as it should be.  What is not caught: a
+ * 1.0 dump (1.0 had neither the row nor the marks) restored into 1.1, and
+ * an owner who writes marks by hand.  oauth.adopt_copy() writes a new row
+ * with a new mark and re-marks every provider and connection.
+ *
+ * The home is read afresh at every check, not cached: a restore may write
+ * the tables without firing a trigger or sending an invalidation.  The
+ * check is cheap: oauth.refresh_home's one page and two index probes (a
+ * mark below and above the home's) on each of providers_home_nonce_idx and
+ * connections_home_nonce_idx.  A connection restored between a check and
+ * the worker's read of it is the one window left (a restore into a running
+ * home database, with oauth.providers and oauth.refresh_home left out).
  *
  * oauth_traffic_allowed() is the one check; the worker calls it before it
  * sends anything (job prepare, sweeps) and the SQL-callable layer before it
@@ -24,12 +67,10 @@
  * and its hint instead of a generic failure.  Still-valid tokens are served
  * everywhere: valid_token's fast path never comes here.
  *
- * The row and the subscription state are cached per process and forgotten
- * on a relcache invalidation of oauth.refresh_home (its statement trigger
- * sends one through oauth._refresh_home_changed(); DROP/CREATE EXTENSION
- * send their own) or a syscache invalidation of pg_subscription_rel.  A
- * database without the table (the 1.0 schema, before ALTER EXTENSION
- * UPDATE) keeps the behaviour of 1.0: traffic allowed.
+ * The subscription state is cached per process and forgotten on a
+ * syscache invalidation of pg_subscription_rel or a relcache invalidation.
+ * A database without oauth.refresh_home (the 1.0 schema, before ALTER
+ * EXTENSION UPDATE) keeps the behaviour of 1.0: traffic allowed.
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +93,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/uuid.h"
 
 #include "errors.h"
 #include "identity.h"
@@ -68,26 +110,24 @@ typedef enum TrafficBlock
 	TB_SWITCHED_OFF,			/* oauth.provider_traffic = off */
 	TB_STANDBY,					/* RecoveryInProgress() */
 	TB_COPY,					/* oauth.refresh_home names another place */
+	TB_TWO_HOMES,				/* oauth.refresh_home holds several rows */
+	TB_FOREIGN_ROWS,			/* a provider or connection has another mark */
 	TB_NO_HOME,					/* oauth.refresh_home is empty */
 	TB_SUBSCRIBER				/* a subscription feeds oauth.connections */
 } TrafficBlock;
 
-/* The cached home: valid while home_known. */
-static bool callbacks_registered = false;
-static bool home_known = false;
-static Oid	home_relid = InvalidOid;
-static bool home_present = false;	/* the table has its row */
+/* What the last check read of oauth.refresh_home, for the messages. */
+static int	home_rows = 0;
 static int64 home_sysid = 0;
-static Oid	home_dboid = InvalidOid;
 static char home_dbname[NAMEDATALEN];
+
+static bool callbacks_registered = false;
 static bool subscribed_known = false;
 static bool subscribed = false;
 
 static void
-forget_home(Datum arg, Oid relid)
+forget_subscriptions_rel(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == home_relid)
-		home_known = false;
 	/* oauth.connections may have been created or dropped: look again */
 	subscribed_known = false;
 }
@@ -113,48 +153,143 @@ register_callbacks(void)
 {
 	if (callbacks_registered)
 		return;
-	CacheRegisterRelcacheCallback(forget_home, (Datum) 0);
+	CacheRegisterRelcacheCallback(forget_subscriptions_rel, (Datum) 0);
 	CacheRegisterSyscacheCallback(SUBSCRIPTIONRELMAP, forget_subscriptions, (Datum) 0);
 	callbacks_registered = true;
 }
 
-/* Fill the cache from oauth.refresh_home.  Needs a transaction. */
-static void
-read_home(void)
+/*
+ * Does table relname of schema nsp hold a row whose home_nonce is not mark?
+ * Two probes of its index idxname (below mark, above mark), so the cost
+ * does not grow with the table.  False when the table, its column or its
+ * index is missing (a 1.0 schema).
+ */
+static bool
+has_foreign_mark(Oid nsp, const char *relname, const char *idxname,
+				 pg_uuid_t *mark, Snapshot snapshot)
+{
+	Oid			relid = get_relname_relid(relname, nsp);
+	Oid			idxid = get_relname_relid(idxname, nsp);
+	AttrNumber	attno;
+	Relation	rel;
+	bool		found = false;
+	static const struct
+	{
+		StrategyNumber strategy;
+		RegProcedure proc;
+	}			probes[] = {
+		{BTLessStrategyNumber, F_UUID_LT},
+		{BTGreaterStrategyNumber, F_UUID_GT},
+	};
+
+	if (!OidIsValid(relid) || !OidIsValid(idxid))
+		return false;
+	attno = get_attnum(relid, "home_nonce");
+	if (attno == InvalidAttrNumber)
+		return false;
+	rel = table_open(relid, AccessShareLock);
+	for (int i = 0; i < lengthof(probes) && !found; i++)
+	{
+		ScanKeyData key;
+		SysScanDesc scan;
+
+		ScanKeyInit(&key, attno, probes[i].strategy, probes[i].proc,
+					UUIDPGetDatum(mark));
+		scan = systable_beginscan(rel, idxid, true, snapshot, 1, &key);
+		found = HeapTupleIsValid(systable_getnext(scan));
+		systable_endscan(scan);
+	}
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Is this database home (file header)?  Reads oauth.refresh_home and probes
+ * the marks with the latest snapshot, every time.  Needs a transaction.
+ * TB_NONE also when the table is missing (the 1.0 schema).
+ */
+static TrafficBlock
+home_block(void)
 {
 	Oid			nsp = get_namespace_oid("oauth", true);
+	Oid			relid;
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	Snapshot	snapshot;
+	TupleDesc	desc;
+	AttrNumber	a_sysid;
+	AttrNumber	a_dboid;
+	AttrNumber	a_dbname;
+	AttrNumber	a_nonce;
+	bool		names_here = false;
+	bool		have_mark = false;
+	pg_uuid_t	mark;
+	TrafficBlock b;
 
-	home_relid = OidIsValid(nsp) ? get_relname_relid("refresh_home", nsp) : InvalidOid;
-	home_present = false;
-	if (!OidIsValid(home_relid))
-		return;					/* not cached: the table may come */
+	relid = OidIsValid(nsp) ? get_relname_relid("refresh_home", nsp) : InvalidOid;
+	if (!OidIsValid(relid))
+		return TB_NONE;
+	a_sysid = get_attnum(relid, "system_identifier");
+	a_dboid = get_attnum(relid, "database_oid");
+	a_dbname = get_attnum(relid, "database_name");
+	a_nonce = get_attnum(relid, "nonce");
 
-	rel = table_open(home_relid, AccessShareLock);
+	home_rows = 0;
+	home_sysid = 0;
+	home_dbname[0] = '\0';
+	rel = table_open(relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		TupleDesc	desc = RelationGetDescr(rel);
 		bool		isnull;
 		Datum		v;
+		int64		sysid;
+		Oid			dboid;
+		bool		here;
 
-		v = heap_getattr(tup, get_attnum(home_relid, "system_identifier"), desc, &isnull);
-		home_sysid = isnull ? 0 : DatumGetInt64(v);
-		v = heap_getattr(tup, get_attnum(home_relid, "database_oid"), desc, &isnull);
-		home_dboid = isnull ? InvalidOid : DatumGetObjectId(v);
-		v = heap_getattr(tup, get_attnum(home_relid, "database_name"), desc, &isnull);
-		strlcpy(home_dbname, isnull ? "" : TextDatumGetCString(v), sizeof(home_dbname));
-		home_present = true;
+		home_rows++;
+		v = heap_getattr(tup, a_sysid, desc, &isnull);
+		sysid = isnull ? 0 : DatumGetInt64(v);
+		v = heap_getattr(tup, a_dboid, desc, &isnull);
+		dboid = isnull ? InvalidOid : DatumGetObjectId(v);
+		here = sysid == (int64) GetSystemIdentifier() && dboid == MyDatabaseId;
+		/* the messages name the other place, when a row names one */
+		if (!here || home_rows == 1)
+		{
+			home_sysid = sysid;
+			v = heap_getattr(tup, a_dbname, desc, &isnull);
+			strlcpy(home_dbname, isnull ? "" : TextDatumGetCString(v), sizeof(home_dbname));
+		}
+		names_here = (home_rows == 1) && here;
+		if (a_nonce != InvalidAttrNumber)
+		{
+			v = heap_getattr(tup, a_nonce, desc, &isnull);
+			have_mark = !isnull;
+			if (have_mark)
+				memcpy(&mark, DatumGetUUIDP(v), sizeof(mark));
+		}
 	}
 	systable_endscan(scan);
-	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
-	home_known = true;
+
+	if (home_rows == 0)
+		b = TB_NO_HOME;
+	else if (home_rows > 1)
+		b = TB_TWO_HOMES;
+	else if (!names_here)
+		b = TB_COPY;
+	else if (!have_mark)
+		b = TB_NONE;			/* no marks in this schema */
+	else if (has_foreign_mark(nsp, "providers", "providers_home_nonce_idx", &mark, snapshot) ||
+			 has_foreign_mark(nsp, "connections", "connections_home_nonce_idx", &mark, snapshot))
+		b = TB_FOREIGN_ROWS;
+	else
+		b = TB_NONE;
+	UnregisterSnapshot(snapshot);
+	return b;
 }
 
 /* Does a logical replication subscription feed oauth.connections here? */
@@ -196,18 +331,10 @@ traffic_block(void)
 		return TB_STANDBY;
 	register_callbacks();
 	AcceptInvalidationMessages();
-	if (!home_known)
-		read_home();
-	if (OidIsValid(home_relid))
-	{
-		if (!home_present)
-			return TB_NO_HOME;
-		if (home_sysid != (int64) GetSystemIdentifier() || home_dboid != MyDatabaseId)
-			return TB_COPY;
-	}
+	/* a subscriber holds the publisher's rows: say why it is one first */
 	if (connections_subscribed())
 		return TB_SUBSCRIBER;
-	return TB_NONE;
+	return home_block();
 }
 
 static const char *
@@ -224,6 +351,11 @@ block_reason(TrafficBlock b)
 		case TB_COPY:
 			return psprintf("this database is a copy of database \"%s\" of system %lld, which refreshes these grants",
 							home_dbname, (long long) home_sysid);
+		case TB_TWO_HOMES:
+			return psprintf("this database is a copy: oauth.refresh_home holds %d rows (a restore without triggers?)",
+							home_rows);
+		case TB_FOREIGN_ROWS:
+			return "this database is a copy: it holds providers or connections that came from another database";
 		case TB_NO_HOME:
 			return "oauth.refresh_home records no database that refreshes these grants";
 		case TB_SUBSCRIBER:
@@ -286,6 +418,21 @@ oauth_require_traffic(void)
 					 errdetail("Nothing is sent to providers from a restored or cloned copy, since a refresh here would rotate refresh tokens out from under the original; still-valid tokens are served."),
 					 errhint("If this copy is now the one that refreshes and the original no longer does, run SELECT oauth.adopt_copy();")));
 			break;
+		case TB_TWO_HOMES:
+			ereport(ERROR,
+					(errcode(ERRCODE_OAUTH_UNAVAILABLE),
+					 errmsg("this database is a copy: oauth.refresh_home holds %d rows", home_rows),
+					 errdetail("A restore wrote the row of the database it came from (\"%s\" of system %lld) next to this one's; nothing is sent to providers from a copy, since a refresh here would rotate refresh tokens out from under the original; still-valid tokens are served.",
+							   home_dbname, (long long) home_sysid),
+					 errhint("If this copy is now the one that refreshes and the original no longer does, run SELECT oauth.adopt_copy();")));
+			break;
+		case TB_FOREIGN_ROWS:
+			ereport(ERROR,
+					(errcode(ERRCODE_OAUTH_UNAVAILABLE),
+					 errmsg("this database is a copy: it holds providers or connections that came from another database"),
+					 errdetail("Their home mark is not this database's (oauth.refresh_home); nothing is sent to providers from a copy, since a refresh here would rotate refresh tokens out from under the original; still-valid tokens are served."),
+					 errhint("If this copy is now the one that refreshes and the original no longer does, run SELECT oauth.adopt_copy();")));
+			break;
 		case TB_NO_HOME:
 			ereport(ERROR,
 					(errcode(ERRCODE_OAUTH_UNAVAILABLE),
@@ -304,9 +451,10 @@ oauth_require_traffic(void)
 }
 
 /*
- * oauth._refresh_home_changed(): internal, called by the statement trigger
- * of oauth.refresh_home; every process forgets its cached row at its next
- * transaction after ours commits.
+ * oauth._refresh_home_changed(): created by the 1.0--1.1 upgrade script's
+ * operations block and dropped again at its end (homes are no longer
+ * cached); CREATE FUNCTION needs the symbol.  Sends a relcache
+ * invalidation of oauth.refresh_home, which nothing depends on.
  */
 Datum
 oauth_refresh_home_changed(PG_FUNCTION_ARGS)

@@ -14,8 +14,8 @@ extern void oauth_identity_define_gucs(void);
 /*
  * True when a request may be sent to a provider from this database now;
  * otherwise false, with *reason (never NULL then) saying why in one
- * sentence.  Needs a transaction.  Cheap: reads oauth.refresh_home once per
- * process until it changes.
+ * sentence.  Needs a transaction.  Reads oauth.refresh_home and probes two
+ * indexes each time (no cache a restore could leave stale).
  */
 extern bool oauth_traffic_allowed(const char **reason);
 

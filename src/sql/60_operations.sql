@@ -1,48 +1,40 @@
 -- oauth_tokens install script: operations (backups, copies, standbys).
 
--- Where this data refreshes.  One row: the cluster (system identifier, as
+-- Where this data refreshes: the cluster (system identifier, as
 -- pg_control_system() shows it) and the database (oid and name) that may
--- talk to providers with these grants.  Recorded by CREATE EXTENSION; a
--- restored dump brings the source's row with it (the BEFORE INSERT trigger
--- lets the restored row replace the one CREATE EXTENSION wrote; the foreign
--- key below makes it arrive first), so a copy knows it is one.  Anywhere else the extension serves still-valid tokens and
--- sends nothing to any provider until a DBA runs oauth.adopt_copy().  Read by
--- the C code (src/identity.c), cached per process.
+-- talk to providers with these grants, and a random home mark (nonce)
+-- that every provider and connection row takes when it is written.
+-- Recorded by CREATE EXTENSION.  A restored dump brings the source's row
+-- (which replaces CREATE EXTENSION's while triggers run) and rows that
+-- carry the source's mark.  src/identity.c trusts this database as home
+-- only when the table holds exactly one row, naming this cluster and
+-- database, and no provider or connection carries another mark; so a copy
+-- is found whatever the restore did (no trigger, any order, a table left
+-- out).  Anywhere else the extension serves still-valid tokens and sends
+-- nothing to any provider until a DBA runs oauth.adopt_copy().
 CREATE TABLE oauth.refresh_home (
-    singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     system_identifier  bigint NOT NULL,
     database_oid       oid NOT NULL,
     database_name      text NOT NULL,
     recorded_at        timestamptz NOT NULL DEFAULT now(),
     recorded_by        text NOT NULL DEFAULT current_user,
-    how                text NOT NULL CHECK (how IN ('create extension', 'upgrade', 'adopt_copy'))
+    how                text NOT NULL CHECK (how IN ('create extension', 'upgrade', 'adopt_copy')),
+    nonce              uuid NOT NULL DEFAULT gen_random_uuid()
 );
 COMMENT ON TABLE oauth.refresh_home IS
     'The cluster and database that refresh these grants; elsewhere (a restored copy, a clone) nothing is sent to providers until oauth.adopt_copy().';
 
--- Internal: every process caches the row (src/identity.c); a change of it
--- reaches them as a relcache invalidation of the table.
-CREATE FUNCTION oauth._refresh_home_changed() RETURNS void
-    AS 'MODULE_PATHNAME', 'oauth_refresh_home_changed' LANGUAGE C VOLATILE;
-
--- One row: a row inserted (CREATE EXTENSION's, a restored one, adopt_copy's)
--- replaces the one there.
+-- A row inserted (CREATE EXTENSION's, a restored one, adopt_copy's)
+-- replaces the ones there.  Without triggers (a restore with
+-- --disable-triggers) both stay, and two rows are never home.
 CREATE FUNCTION oauth._refresh_home_replace() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM oauth.refresh_home;
     RETURN NEW;
 END $$;
-CREATE FUNCTION oauth._refresh_home_notify() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM oauth._refresh_home_changed();
-    RETURN NULL;
-END $$;
 CREATE TRIGGER refresh_home_replace BEFORE INSERT ON oauth.refresh_home
     FOR EACH ROW EXECUTE FUNCTION oauth._refresh_home_replace();
-CREATE TRIGGER refresh_home_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
-    ON oauth.refresh_home FOR EACH STATEMENT EXECUTE FUNCTION oauth._refresh_home_notify();
 
 INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
 SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.datname,
@@ -50,13 +42,20 @@ SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()), d.oid, d.
   FROM pg_catalog.pg_database d
  WHERE d.datname = pg_catalog.current_database();
 
--- Restores in the right order: pg_dump loads the data of an extension's
--- tables in the order of the foreign keys between them, so this key makes a
--- restore write oauth.refresh_home (the source's row) before any provider or
--- connection arrives; a copy never sees connections while it still thinks
--- it is home.
-ALTER TABLE oauth.providers ADD COLUMN refresh_home boolean NOT NULL DEFAULT true
-    REFERENCES oauth.refresh_home (singleton);
+-- The home mark new provider and connection rows take (the default of
+-- their home_nonce); a restore writes the source's mark instead.  The
+-- all-zero uuid (never a gen_random_uuid()) when there is no row.
+CREATE FUNCTION oauth._home_nonce() RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT nonce FROM oauth.refresh_home ORDER BY recorded_at DESC LIMIT 1),
+                    '00000000-0000-0000-0000-000000000000')
+$$;
+ALTER TABLE oauth.providers ADD COLUMN home_nonce uuid NOT NULL DEFAULT oauth._home_nonce();
+ALTER TABLE oauth.connections ADD COLUMN home_nonce uuid NOT NULL DEFAULT oauth._home_nonce();
+-- src/identity.c looks for a row with another mark through these (two
+-- probes, < and >, on each check)
+CREATE INDEX providers_home_nonce_idx ON oauth.providers (home_nonce);
+CREATE INDEX connections_home_nonce_idx ON oauth.connections (home_nonce);
 
 -- oauth.adopt_copy(): this database becomes the one that refreshes these
 -- grants.  Run it on a copy only once the original no longer refreshes
@@ -67,6 +66,8 @@ DECLARE
     old   oauth.refresh_home;
     sysid bigint;
     db    oid;
+    rows  int;
+    mark  uuid;
 BEGIN
     IF pg_is_in_recovery() THEN
         RAISE EXCEPTION 'cannot adopt a copy on a hot standby'
@@ -81,18 +82,26 @@ BEGIN
     END IF;
     SELECT system_identifier INTO sysid FROM pg_control_system();
     SELECT d.oid INTO db FROM pg_database d WHERE d.datname = current_database();
-    SELECT * INTO old FROM oauth.refresh_home;
-    IF FOUND AND old.system_identifier = sysid AND old.database_oid = db THEN
+    LOCK TABLE oauth.refresh_home IN EXCLUSIVE MODE;
+    SELECT count(*), min(nonce::text)::uuid INTO rows, mark FROM oauth.refresh_home;
+    -- home (src/identity.c): one row, naming here, and every row marked by it
+    IF rows = 1
+       AND EXISTS (SELECT 1 FROM oauth.refresh_home
+                    WHERE system_identifier = sysid AND database_oid = db)
+       AND NOT EXISTS (SELECT 1 FROM oauth.providers WHERE home_nonce <> mark)
+       AND NOT EXISTS (SELECT 1 FROM oauth.connections WHERE home_nonce <> mark) THEN
         RETURN 'already_home';
     END IF;
-    IF FOUND THEN
-        UPDATE oauth.refresh_home
-           SET system_identifier = sysid, database_oid = db, database_name = current_database(),
-               recorded_at = now(), recorded_by = current_user, how = 'adopt_copy';
-    ELSE
-        INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
-        VALUES (sysid, db, current_database(), 'adopt_copy');
-    END IF;
+    -- the row of the place these grants came from, if one says so
+    SELECT * INTO old FROM oauth.refresh_home
+     WHERE NOT (system_identifier = sysid AND database_oid = db)
+     ORDER BY recorded_at DESC LIMIT 1;
+    DELETE FROM oauth.refresh_home;
+    INSERT INTO oauth.refresh_home (system_identifier, database_oid, database_name, how)
+    VALUES (sysid, db, current_database(), 'adopt_copy')
+    RETURNING nonce INTO mark;
+    UPDATE oauth.providers SET home_nonce = mark WHERE home_nonce <> mark;
+    UPDATE oauth.connections SET home_nonce = mark WHERE home_nonce <> mark;
     PERFORM oauth._event('copy_adopted', NULL, NULL, NULL, jsonb_build_object(
         'from', CASE WHEN old IS NULL THEN NULL ELSE jsonb_build_object(
                     'system_identifier', old.system_identifier::text,

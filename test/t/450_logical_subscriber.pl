@@ -2,7 +2,9 @@
 # key file) serves still-valid tokens and sends nothing to any provider,
 # whatever its oauth.refresh_home says: the publisher refreshes.
 # oauth.adopt_copy() is refused while the subscription exists; once it is
-# dropped (the cut-over of a migration), the subscriber refreshes.
+# dropped (the cut-over of a migration), the subscriber still holds the
+# publisher's rows (their home mark is the publisher's): a copy until
+# oauth.adopt_copy(), then it refreshes.
 use strict;
 use warnings;
 
@@ -56,7 +58,12 @@ is($p->stats->{total}, $requests, 'the subscriber sent nothing (its sweep saw a 
 # not sweep in this test, so it refreshes nothing meanwhile)
 sub_sql("DROP SUBSCRIPTION oauth_sub");
 $pub->stop;
-is(sub_sql("SELECT oauth.provider_traffic_status()"), 'on', 'without the subscription: traffic on');
+like(sub_sql("SELECT oauth.provider_traffic_status()"),
+	qr/this database is a copy: it holds providers or connections that came from another database/,
+	'without the subscription: a copy of the publisher\'s rows');
+is($p->stats->{total}, $requests, 'the former subscriber sent nothing before adoption');
+is(sub_sql("SELECT oauth.adopt_copy()"), 'adopted', 'adopt_copy() after the cut-over');
+is(sub_sql("SELECT oauth.provider_traffic_status()"), 'on', 'adopted: traffic on');
 ok( $sub->poll_query_until('postgres',
 		"SELECT refresh_after > now() FROM oauth.connections WHERE id = '$due'"),
 	'the worker refreshes the due connection');
