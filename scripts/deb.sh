@@ -14,7 +14,7 @@ SRC=$(pwd)
 OUT=${DEB_OUT:-$SRC/build/deb}
 
 # build dependencies (debian/control.in) and lintian
-bash scripts/setup.sh debhelper postgresql-all libcurl4-openssl-dev lintian dpkg-dev fakeroot
+bash scripts/setup.sh debhelper postgresql-all libcurl4-openssl-dev libssl-dev lintian dpkg-dev fakeroot
 
 version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 upstream=${version%-*}
