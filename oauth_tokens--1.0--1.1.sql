@@ -906,6 +906,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
         version = cn.version + 1, updated_at = now()
       FROM v
      WHERE cn.id = v.id
+       AND cn.id = ANY (p_ids)      -- the target by its key, not a scan of every row
     RETURNING cn.id
 $$;
 

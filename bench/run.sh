@@ -1242,8 +1242,8 @@ F_RATIO=$(calc %.3f "$F_RPS / $HTTP_RPS")
 log "part 8: $F_DONE refreshed in $F_TIME s: $F_RPS refreshes/s, $F_RATIO of the endpoint's limit"
 PERF_TOP=""
 if [ -n "$PERF_PID" ] && [ -s "$TMP/perf.data" ]; then
-    PERF_TOP=$(perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-               | grep -E '^ +[0-9]' | head -25)
+    PERF_TOP=$( (perf report -i "$TMP/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+                 | grep -E '^ +[0-9]' | head -30) || true)
 fi
 for s in fsync synchronous_commit full_page_writes oauth.max_concurrent_refreshes oauth.ca_file; do
     q "ALTER SYSTEM RESET $s" >/dev/null

@@ -33,7 +33,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
-#include "worker.h"
+#include "batch.h"
 
 static SPIPlanPtr plan_event = NULL;
 static SPIPlanPtr plan_events = NULL;
@@ -223,28 +223,6 @@ try_isolated(void (*fn) (void *arg), void *arg, MemoryContext errcxt,
 	}
 	PG_END_TRY();
 	return ok;
-}
-
-static JobFn isolated_fn;
-
-static void
-call_job_fn(void *arg)
-{
-	isolated_fn((Job *) arg);
-}
-
-/*
- * Run fn(job) in its own subtransaction.  An error becomes *failed, its
- * message (in job->cxt) and its SQLSTATE; the batch goes on.
- */
-void
-run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
-{
-	JobFn		outer = isolated_fn;
-
-	isolated_fn = fn;
-	*failed = !try_isolated(call_job_fn, job, job->cxt, errmsg_out, sqlstate);
-	isolated_fn = outer;
 }
 
 /*

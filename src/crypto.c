@@ -469,8 +469,8 @@ ensure_ring(bool force)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("could not read key file \"%s\": %m", path),
-				 errhint("Set oauth.key_file, or create the file with: echo \"k1:$(openssl rand -base64 32)\" > \"%s\" && chmod 600 \"%s\"",
-						 path, path)));
+				 errhint("Set oauth.key_file, or create the file as the operating system user the server runs as (postgres on Debian): umask 077 && echo \"k1:$(openssl rand -base64 32)\" > \"%s\"",
+						 path)));
 	}
 	if (ring == NULL || ring_path == NULL || strcmp(path, ring_path) != 0 ||
 		st.st_ino != ring_stat.st_ino || st.st_dev != ring_stat.st_dev ||

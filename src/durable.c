@@ -48,7 +48,8 @@
 #include "oauth_tokens.h"
 #include "provider.h"
 #include "store.h"
-#include "worker.h"
+#include "batch.h"
+#include "durable.h"
 
 static SPIPlanPtr plan_record = NULL;
 static SPIPlanPtr plan_record_set = NULL;
@@ -204,172 +205,137 @@ answer_from_json(char *json, TokenAnswer *a)
 /* ---- record first ---------------------------------------------------------- */
 
 /*
- * The columns of job's record in oauth.pending_answers: connection, its
- * generation and version, the sealed answer, when it was received.
+ * The columns of r's row in oauth.pending_answers: connection, generation,
+ * version, the sealed answer, when it was received.
  */
 static void
-record_values(Job *job, Datum *v)
+record_values(const AnswerRecord *r, Datum *v)
 {
-	TokenAnswer *a = &job->ans;
-	char	   *json;
+	char	   *json = answer_to_json(r->answer);
 
-	if (job->client_credentials && a->refresh_token)
-	{
-		/* never stored for this grant: renewal uses the client's credentials */
-		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
-		a->refresh_token = NULL;
-	}
-	json = answer_to_json(a);
-	v[0] = UUIDPGetDatum(&job->id);
-	v[1] = Int64GetDatum((int64) job->gen);
-	v[2] = Int64GetDatum(job->seen_version);
+	v[0] = UUIDPGetDatum(&r->connection_id);
+	v[1] = Int64GetDatum((int64) r->generation);
+	v[2] = Int64GetDatum(r->seen_version);
 	v[3] = PointerGetDatum(oauth_seal(json, strlen(json),
-									  oauth_conn_context(job->idstr, "pending")));
+									  oauth_conn_context(r->idstr, "pending")));
 	explicit_bzero(json, strlen(json));
-	v[4] = TimestampTzGetDatum(job->answered_at ? job->answered_at : GetCurrentTimestamp());
+	v[4] = TimestampTzGetDatum(r->received_at);
 }
 
-/* Insert one job's answer; inside a subtransaction of the record batch. */
+/* Insert one answer (arg: its AnswerRecord); in a subtransaction. */
 static void
-record_one(Job *job)
+record_one(void *arg)
 {
-	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+	AnswerRecord *r = (AnswerRecord *) arg;
 	Datum		v[5];
 	bool		isnull;
 
-	record_values(job, v);
+	record_values(r, v);
 	if (exec_plan(plan_record, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not record an answer");
-	job->pending_id = DatumGetInt64(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+	r->pending_id = DatumGetInt64(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											 "id", &isnull));
-	MemoryContextSwitchTo(old);
 }
 
-/* Does job have an answer with tokens not yet recorded? */
-static bool
-to_record(Job *job)
+/* The answers to record, all of them in one statement. */
+typedef struct RecordSet
 {
-	return job->ans.klass == RO_REFRESHED && job->pending_id == 0;
-}
+	AnswerRecord *recs;
+	int			n;
+} RecordSet;
 
 /*
- * Insert every answer to record in one statement; inside a subtransaction
- * (arg: the List of jobs).  The new ids come back with their connection.
+ * Insert every answer of the set in one statement; in a subtransaction.
+ * The new ids come back with their connection.
  */
 static void
 record_set(void *arg)
 {
-	List	   *jobs = (List *) arg;
-	int			n = 0;
-	int			cap = list_length(jobs);
+	RecordSet  *rs = (RecordSet *) arg;
 	Datum	   *cols[5];
 	Datum		v[5];
 	Oid			types[5] = {UUIDOID, INT8OID, INT8OID, BYTEAOID, TIMESTAMPTZOID};
-	ListCell   *lc;
 
 	for (int c = 0; c < 5; c++)
-		cols[c] = palloc(sizeof(Datum) * cap);
-	foreach(lc, jobs)
+		cols[c] = palloc(sizeof(Datum) * rs->n);
+	for (int i = 0; i < rs->n; i++)
 	{
-		Job		   *job = lfirst(lc);
 		Datum		row[5];
 
-		if (!to_record(job))
-			continue;
-		record_values(job, row);
+		record_values(&rs->recs[i], row);
 		for (int c = 0; c < 5; c++)
-			cols[c][n] = row[c];
-		n++;
+			cols[c][i] = row[c];
 	}
 	for (int c = 0; c < 5; c++)
-		v[c] = datum_array(cols[c], NULL, n, types[c]);
+		v[c] = datum_array(cols[c], NULL, rs->n, types[c]);
 	if (exec_plan(plan_record_set, v, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != (uint64) n)
+		SPI_processed != (uint64) rs->n)
 		elog(ERROR, "could not record answers");
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (uint64 k = 0; k < SPI_processed; k++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
+		HeapTuple	t = SPI_tuptable->vals[k];
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		bool		isnull;
 		int64		id = DatumGetInt64(spi_column(t, d, "id", &isnull));
 		pg_uuid_t  *conn = DatumGetUUIDP(spi_column(t, d, "connection_id", &isnull));
 
-		foreach(lc, jobs)
-		{
-			Job		   *job = lfirst(lc);
-
-			if (to_record(job) && memcmp(&job->id, conn, sizeof(pg_uuid_t)) == 0)
+		for (int i = 0; i < rs->n; i++)
+			if (rs->recs[i].pending_id == 0 &&
+				memcmp(&rs->recs[i].connection_id, conn, sizeof(pg_uuid_t)) == 0)
 			{
-				job->pending_id = id;
+				rs->recs[i].pending_id = id;
 				break;
 			}
-		}
 	}
 }
 
 /*
- * Make the answers with tokens among jobs durable: one short transaction,
- * one statement, no lock on any connection.  If the statement fails (the
- * key file unreadable, say), each answer is recorded alone, and one that
- * cannot be stays in memory and is recorded on the next try.  Outside any
- * batch.
+ * Make answers durable: one short transaction, one statement, no lock on
+ * any connection.  If the statement fails (the key file unreadable, say),
+ * each answer is recorded alone, and one that cannot be keeps pending_id 0
+ * (the caller keeps it in memory and records it on the next try).  Outside
+ * any batch.  On a 1.0 schema nothing is recorded.
  */
 void
-answers_record(List *jobs)
+answers_record(AnswerRecord *recs, int n)
 {
-	ListCell   *lc;
-	bool		any = false;
+	RecordSet	rs = {recs, n};
 	char	   *err;
 
-	foreach(lc, jobs)
-		any |= to_record(lfirst(lc));
-	if (!any || worker_schema < SCHEMA_1_1)
+	if (n == 0 || worker_schema < SCHEMA_1_1)
 		return;
 	begin_work("oauth_tokens: recording answers");
 	prepare_answer_plans();
-	if (!try_isolated(record_set, jobs, CurrentMemoryContext, &err, NULL))
+	if (!try_isolated(record_set, &rs, CurrentMemoryContext, &err, NULL))
 	{
-		foreach(lc, jobs)
+		for (int i = 0; i < n; i++)
 		{
-			Job		   *job = lfirst(lc);
-			bool		failed;
-
-			if (!to_record(job))
-				continue;
-			job->pending_id = 0;
-			run_isolated(job, record_one, &failed, &err, NULL);
-			if (failed)
+			recs[i].pending_id = 0;
+			if (!try_isolated(record_one, &recs[i], CurrentMemoryContext, &err, NULL))
 			{
-				job->pending_id = 0;
+				recs[i].pending_id = 0;
 				ereport(WARNING,
 						(errmsg("oauth_tokens: could not record an answer, keeping it in memory: %s", err)));
 			}
 		}
 	}
 	end_work();
-	foreach(lc, jobs)
-	{
-		Job		   *job = lfirst(lc);
-
-		if (job->pending_id != 0 && job->durable_us == 0 && job->answered_at != 0)
-			job->durable_us = Max(1, GetCurrentTimestamp() - job->answered_at);
-	}
 }
 
 /*
- * The answers of jobs[0..n-1] were applied: delete their records in one
- * statement.  Inside the transaction that applied them.
+ * Answers were applied: delete their records (pending_ids[0..n-1]; 0: none)
+ * in one statement.  Inside the transaction that applied them.
  */
 void
-answers_forget_set(Job **jobs, int n)
+answers_forget_set(const int64 *pending_ids, int n)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
 	int			k = 0;
 	Datum		v;
 
 	for (int i = 0; i < n; i++)
-		if (jobs[i]->pending_id != 0)
-			ids[k++] = Int64GetDatum(jobs[i]->pending_id);
+		if (pending_ids[i] != 0)
+			ids[k++] = Int64GetDatum(pending_ids[i]);
 	if (k == 0)
 		return;
 	prepare_answer_plans();
@@ -379,18 +345,18 @@ answers_forget_set(Job **jobs, int n)
 }
 
 /*
- * The answer was applied (or superseded): delete its record.  Inside the
- * subtransaction that applied it, so both happen or neither.
+ * An answer was applied (or superseded): delete its record (0: none).
+ * Inside the subtransaction that applied it, so both happen or neither.
  */
 void
-answers_forget(Job *job)
+answers_forget(int64 pending_id)
 {
 	Datum		v;
 
-	if (job->pending_id == 0)
+	if (pending_id == 0)
 		return;
 	prepare_answer_plans();
-	v = Int64GetDatum(job->pending_id);
+	v = Int64GetDatum(pending_id);
 	if (exec_plan(plan_forget, &v, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete a recorded answer");
 }

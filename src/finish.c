@@ -56,7 +56,10 @@
 #include "shmem.h"
 #include "store.h"
 #include "tenant_answers.h"
-#include "worker.h"
+#include "batch.h"
+#include "durable.h"
+#include "finish.h"
+#include "job.h"
 
 
 /*
@@ -166,6 +169,19 @@ prepare_plans(void)
 		2, (Oid[]) {TEXTOID, TEXTOID});
 }
 
+/* A client-credentials grant never stores a refresh token: drop it. */
+static void
+drop_client_refresh_token(Job *job)
+{
+	TokenAnswer *a = &job->ans;
+
+	if (job->client_credentials && a->refresh_token)
+	{
+		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
+		a->refresh_token = NULL;
+	}
+}
+
 /* The refreshed event's detail (never a secret). */
 static char *
 refreshed_detail(Job *job)
@@ -179,7 +195,8 @@ refreshed_detail(Job *job)
 					a->http_status, ms, a->refresh_token ? "true" : "false",
 					a->has_expires_in ? psprintf(INT64_FORMAT, a->expires_in) : "null",
 					(job->flags & REQ_SWEEP) ? "\"sweep\"" :
-					(job->flags & REQ_FORCE) ? "\"forced\"" : "\"caller\"",
+					(job->flags & REQ_FORCE) ? "\"forced\"" :
+					(job->flags & REQ_DUE) ? "\"refresh_due\"" : "\"caller\"",
 					job->durable_us, job->store_failures + 1,
 					job->lost == LOST_RESENT ? ", \"recovered\": \"answer_lost\"" : "");
 }
@@ -196,11 +213,7 @@ answer_values(Job *job, Datum *v, bool *n)
 {
 	TokenAnswer *a = &job->ans;
 
-	if (job->client_credentials && a->refresh_token)
-	{
-		explicit_bzero(a->refresh_token, strlen(a->refresh_token));
-		a->refresh_token = NULL;
-	}
+	drop_client_refresh_token(job);
 	memset(n, 0, sizeof(bool) * 9);
 	v[0] = UUIDPGetDatum(&job->id);
 	v[1] = Int64GetDatum(job->seen_version);
@@ -260,7 +273,7 @@ finish_refreshed(Job *job)
 	stored = DatumGetBool(spi_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, "stored", &isnull)) &&
 		!isnull;
 	/* applied (or superseded): the recorded answer goes, atomically */
-	answers_forget(job);
+	answers_forget(job->pending_id);
 	if (!stored)
 	{
 		/* the row moved on (re-authorized, revoked, deleted): discard */
@@ -402,7 +415,7 @@ store_set(void *arg)
 	Datum	   *cols[9];
 	bool	   *nulls[9];
 	Datum		v[9];
-	Job		  **done = palloc(sizeof(Job *) * s->n);
+	int64	   *pending = palloc(sizeof(int64) * s->n);
 	char	  **ws = palloc(sizeof(char *) * s->n);
 	char	  **prov = palloc(sizeof(char *) * s->n);
 	char	  **detail = palloc(sizeof(char *) * s->n);
@@ -450,14 +463,14 @@ store_set(void *arg)
 
 		if (!s->stored[i])
 			continue;
-		done[k] = job;
+		pending[k] = job->pending_id;
 		ws[k] = job->workspace_id;
 		prov[k] = job->provider;
 		ids[k] = job->id;
 		detail[k] = refreshed_detail(job);
 		k++;
 	}
-	answers_forget_set(done, k);
+	answers_forget_set(pending, k);
 	add_events(k, ws, ids, prov, "refreshed", detail);
 }
 
@@ -509,6 +522,46 @@ store_refreshed(List *done)
 }
 
 /*
+ * Record the new tokens among done not recorded yet (durable.c), before
+ * they are applied: one statement, one commit.  A client-credentials grant
+ * never stores a refresh token: it is dropped first.  An answer that could
+ * not be recorded stays in memory (pending_id 0) and is recorded next time.
+ */
+static void
+record_answers(List *done)
+{
+	AnswerRecord *recs = palloc0(sizeof(AnswerRecord) * Max(list_length(done), 1));
+	Job		  **of = palloc(sizeof(Job *) * Max(list_length(done), 1));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, done)
+	{
+		Job		   *job = lfirst(lc);
+
+		if (job->ans.klass != RO_REFRESHED || job->pending_id != 0)
+			continue;
+		drop_client_refresh_token(job);
+		recs[n].connection_id = job->id;
+		recs[n].idstr = job->idstr;
+		recs[n].generation = job->gen;
+		recs[n].seen_version = job->seen_version;
+		recs[n].answer = &job->ans;
+		recs[n].received_at = job->answered_at ? job->answered_at : GetCurrentTimestamp();
+		of[n++] = job;
+	}
+	answers_record(recs, n);
+	for (int i = 0; i < n; i++)
+	{
+		Job		   *job = of[i];
+
+		job->pending_id = recs[i].pending_id;
+		if (job->pending_id != 0 && job->durable_us == 0 && job->answered_at != 0)
+			job->durable_us = Max(1, GetCurrentTimestamp() - job->answered_at);
+	}
+}
+
+/*
  * Write every finished job (ANSWERED): one transaction, a subtransaction
  * each.  Row locks are waited for briefly (lock_timeout): the worker must
  * not stall, nor deadlock with a session that holds a connection's row
@@ -524,7 +577,7 @@ jobs_finish(List *done)
 	if (done == NIL)
 		return;
 	/* answers with tokens are made durable first, in their own transaction */
-	answers_record(done);
+	record_answers(done);
 	begin_work("oauth_tokens: storing refresh results");
 	foreach(lc, store_refreshed(done))
 	{

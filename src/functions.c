@@ -541,7 +541,7 @@ oauth_refresh_due(PG_FUNCTION_ARGS)
 	if (n == 0)
 		return (Datum) 0;
 	results = palloc0(sizeof(WaitResult) * n);
-	post_and_wait(ids, versions, n, 0, results);
+	post_and_wait(ids, versions, n, REQ_DUE, results);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		values[4];

@@ -301,7 +301,7 @@ http_start(const char *method, const char *url, char **headers, int nheaders,
 		elog(ERROR, "could not create a libcurl handle");
 	for (int i = 0; i < nheaders; i++)
 		call->headers = curl_slist_append(call->headers, headers[i]);
-	call->headers = curl_slist_append(call->headers, "User-Agent: oauth_tokens/1.0");
+	call->headers = curl_slist_append(call->headers, "User-Agent: oauth_tokens/" OAUTH_TOKENS_VERSION);
 	call->headers = curl_slist_append(call->headers, "Expect:");
 
 	curl_easy_setopt(call->easy, CURLOPT_URL, url);

@@ -51,7 +51,9 @@
 #include "shmem.h"
 #include "stats.h"
 #include "store.h"
-#include "worker.h"
+#include "batch.h"
+#include "durable.h"
+#include "job.h"
 
 static SPIPlanPtr plan_read = NULL;
 static SPIPlanPtr plan_hold_off = NULL;
@@ -59,6 +61,8 @@ static SPIPlanPtr plan_rejected = NULL;
 static SPIPlanPtr plan_no_rt = NULL;
 
 static const uint32 job_moves[RJ_NUM_STATES] = JOB_MOVES;
+
+MemoryContext jobs_cxt = NULL;
 
 /* connection id -> its current job (not yet published, answer not kept) */
 typedef struct JobById
@@ -83,6 +87,36 @@ job_plans_reset(void)
 			SPI_freeplan(*plans[i]);
 		*plans[i] = NULL;
 	}
+}
+
+/* The jobs' memory, for the worker's life (worker.c, at start-up). */
+void
+job_memory_init(void)
+{
+	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
+}
+
+static JobFn isolated_fn;
+
+static void
+call_job_fn(void *arg)
+{
+	isolated_fn((Job *) arg);
+}
+
+/*
+ * Run fn(job) in its own subtransaction (try_isolated, batch.c).  An error
+ * becomes *failed, its message (in job->cxt) and its SQLSTATE; the batch
+ * goes on.
+ */
+void
+run_isolated(Job *job, JobFn fn, bool *failed, char **errmsg_out, int *sqlstate)
+{
+	JobFn		outer = isolated_fn;
+
+	isolated_fn = fn;
+	*failed = !try_isolated(call_job_fn, job, job->cxt, errmsg_out, sqlstate);
+	isolated_fn = outer;
 }
 
 /* jobs_by_id, created on first use in jobs_cxt. */

@@ -51,7 +51,10 @@
 #include "identity.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
-#include "worker.h"
+#include "batch.h"
+#include "finish.h"
+#include "job.h"
+#include "queue.h"
 
 static dlist_head callers = DLIST_STATIC_INIT(callers);	/* callers' jobs to start */
 static dlist_head sweeps = DLIST_STATIC_INIT(sweeps);	/* sweep jobs to start */

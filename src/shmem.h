@@ -17,6 +17,7 @@
 #define REQ_FORCE		0x01	/* refresh even if the row is fresh */
 #define REQ_REJECTED	0x02	/* the application saw a 401 for this token */
 #define REQ_SWEEP		0x04	/* posted by a sweep only; cleared when a caller joins */
+#define REQ_DUE			0x08	/* posted by oauth.refresh_due() (a caller's lane) */
 
 /*
  * A refresh job's state: one value, shared by the request table's entry and

@@ -57,9 +57,13 @@
 #include "http.h"
 #include "oauth_tokens.h"
 #include "shmem.h"
+#include "batch.h"
+#include "durable.h"
+#include "finish.h"
+#include "job.h"
+#include "queue.h"
 #include "worker.h"
 
-MemoryContext jobs_cxt = NULL;
 static TimestampTz next_sweep = 0;
 static TimestampTz next_prune = 0;
 static TimestampTz next_schema_check = 0;
@@ -165,7 +169,7 @@ worker_start(void)
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_deferrable", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
-	jobs_cxt = AllocSetContextCreate(TopMemoryContext, "oauth_tokens jobs", ALLOCSET_DEFAULT_SIZES);
+	job_memory_init();
 	http_init();
 	oauth_worker_attach();
 	before_shmem_exit(worker_cleanup, (Datum) 0);

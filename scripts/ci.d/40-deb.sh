@@ -10,7 +10,13 @@
 #     that preloads the installed library;
 #   - a worker smoke test: a key ring, the test provider (test/provider.py,
 #     python3 is test tooling), one expired connection refreshed through the
-#     worker by valid_token.
+#     worker by valid_token;
+#   - the README's install section as written (scripts/install_walk.sh):
+#     pg_createcluster beside another cluster, the key ring, the grants, a
+#     first valid_token as app, a pg_cron sweep, the runbook as oauth_admin,
+#     the key ring moved.
+# It runs in a network namespace of its own (its clusters and providers
+# listen on 127.0.0.1 without meeting the machine's).
 # Needs root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,7 +43,8 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
     [ -s "$f" ] && mirrors+=" $f"
 done
 export ROOTFS_NAME=rootfs-deb$MAJOR ROOTFS_SUITE=bookworm ROOTFS_MIRRORS=${mirrors# }
-export ROOTFS_PACKAGES="postgresql-$MAJOR postgresql-$MAJOR-jit-llvm libcurl4 python3"
+# (postgresql-NN-cron, sudo and openssl: what the README's install section uses)
+export ROOTFS_PACKAGES="postgresql-$MAJOR postgresql-$MAJOR-jit-llvm libcurl4 python3 postgresql-$MAJOR-cron sudo openssl"
 mkdir -p "$CACHE"
 exec {lock}>"$CACHE/$ROOTFS_NAME.lock"
 flock -x "$lock"
@@ -67,6 +74,10 @@ cp "$deb" "$r/pkgtest/"
 cp sql/*.sql "$r/pkgtest/sql/"
 cp expected/*.out "$r/pkgtest/expected/"
 cp test/provider.py "$r/pkgtest/"
+mkdir -p "$r/pkgtest/walk/test"
+cp README.md scripts/install_walk.sh "$deb" "$r/pkgtest/walk/"
+[ -d docs ] && cp -r docs "$r/pkgtest/walk/"
+cp test/provider.py "$r/pkgtest/walk/test/"
 tests=$(cd sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
 
 cat > "$r/pkgtest/run.sh" <<EOF
@@ -150,10 +161,16 @@ refreshed=$(sql -d app -c "SELECT count(*) FROM oauth.events WHERE event = 'refr
 echo "refreshed events: $refreshed; workers on app: $worker"
 [ "$refreshed" = 1 ] && [ "$worker" = 1 ] || { echo "FAIL"; exit 1; }
 echo "package test: passed"
+stop
+echo "== the README's install section, as written =="
+# sudo looks the host name up; this network namespace has no DNS
+echo "127.0.1.1 $(hostname)" >> /etc/hosts
+bash /pkgtest/walk/install_walk.sh
 EOF
 chmod +x "$r/pkgtest/run.sh"
 status=0
-chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+command -v ip >/dev/null || bash scripts/setup.sh iproute2
+unshare --net sh -c 'ip link set lo up && exec "$@"' sh chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive /pkgtest/run.sh {lock}>&- {own}>&- || status=$?
 cleanup_run
 echo "== 40-deb: $([ $status = 0 ] && echo passed || echo FAILED) in $(($(date +%s) - t0)) s =="

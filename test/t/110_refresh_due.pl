@@ -66,10 +66,10 @@ is(grant_count('g4') + grant_count('g5'), 0,
 	'nothing for the not-due and the reauth_required connections');
 is( sql(
 		"SELECT count(*) FROM oauth.events WHERE event = 'refreshed'
-		   AND detail->>'trigger' = 'caller'
+		   AND detail->>'trigger' = 'refresh_due'
 		   AND connection_id IN ('$id{d1}', '$id{d2}')"),
 	2,
-	"two 'refreshed' events");
+	"two 'refreshed' events, with trigger refresh_due");
 is( sql(
 		"SELECT failure_count = 1 AND next_attempt_at > now()
 		   FROM oauth.connections WHERE id = '$id{d3}'"),
