@@ -16,7 +16,7 @@
 # Debian only; needs root.  Prints the transcript; exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -f README.md ] || { echo "install_walk: run it next to README.md" >&2; exit 2; }
+[ -f README.md ] || { echo "install_walk: run it next to README.md (and docs/)" >&2; exit 2; }
 W=$(mktemp -d /tmp/install_walk.XXXXXX)
 chmod 755 "$W"
 
@@ -25,12 +25,16 @@ pg_createcluster 15 other --start >/dev/null
 echo "== clusters before the walk =="
 pg_lsclusters
 
-python3 - README.md "$W/walk.sh" "$W/runbook.sql" <<'PY'
-import re, sys
-readme, out, runbook = sys.argv[1:4]
-text = open(readme).read()
+python3 - "$W/walk.sh" "$W/runbook.sql" <<'PY'
+import glob, re, sys
+out, runbook = sys.argv[1:3]
+# the README, and the docs/ pages it links to (where the sections may live)
+pages = {p: open(p).read() for p in ["README.md"] + sorted(glob.glob("docs/*.md"))}
+def page_with(heading):
+    return next(t for t in pages.values() if re.search("^" + re.escape(heading) + "$", t, re.M))
+text = page_with("## Installing into your own PostgreSQL")
 # from "### Step by step on Debian" (above it: package or source, alternatives)
-sec = re.search(r"^## Installing into your own PostgreSQL\n.*?(^### Step by step on Debian\n.*?)^## ",
+sec = re.search(r"^## Installing into your own PostgreSQL\n.*?(^### Step by step on Debian\n.*?)(?=^## |\Z)",
                 text, re.S | re.M).group(1)
 parts = ["set -euo pipefail\n"]
 heading = None
@@ -50,9 +54,9 @@ for m in re.finditer(r"^(###? [^\n]*)$|^```(\w+)\n(.*?)^```$", sec, re.S | re.M)
 # what the walk made, for the checks
 parts.append('declare -p ID PORT KEYS OLD > "$(dirname "$0")/vars"\n')
 open(out, "w").write("\n".join(parts))
-rb = re.search(r"^### Runbook.*?^```sql\n(.*?)^```", text, re.S | re.M).group(1)
+rb = re.search(r"^### Runbook.*?^```sql\n(.*?)^```", page_with("## Operations"), re.S | re.M).group(1)
 open(runbook, "w").write(rb)
-print(f"walk: {n} sh blocks and the Grants block from README.md")
+print(f"walk: {n} sh blocks and the Grants block")
 PY
 
 echo "== the walk =="

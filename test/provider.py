@@ -23,7 +23,7 @@ Resource endpoint (the API of examples/): GET /api/<anything> with
 newest access token issued to a grant and not revoked, else 401
 (WWW-Authenticate: Bearer error="invalid_token").
 
-Running it by hand (the README's "Trying it with the test provider"):
+Running it by hand (docs/install.md or the README: "Trying it with the test provider"):
     python3 test/provider.py --port 8900 &
     # http:// needs oauth.allow_http = on (and 127.0.0.1
     # oauth.allow_private_addresses = on) in postgresql.conf

@@ -76,6 +76,7 @@ cp expected/*.out "$r/pkgtest/expected/"
 cp test/provider.py "$r/pkgtest/"
 mkdir -p "$r/pkgtest/walk/test"
 cp README.md scripts/install_walk.sh "$deb" "$r/pkgtest/walk/"
+[ -d docs ] && cp -r docs "$r/pkgtest/walk/"
 cp test/provider.py "$r/pkgtest/walk/test/"
 tests=$(cd sql && ls *.sql | sed 's/\.sql$//' | tr '\n' ' ')
 
