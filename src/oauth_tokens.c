@@ -35,6 +35,29 @@
 
 OAUTH_MODULE_MAGIC;
 
+#ifdef OAUTH_SANITIZER_OPTIONS
+/*
+ * The sanitizer build (scripts/sanitize.sh) only: the runtime's options,
+ * compiled in.  A library loaded by a backend (not preloaded) starts ASan
+ * after the backend has overwritten its environment with its process
+ * title, so ASAN_OPTIONS and UBSAN_OPTIONS would not be seen there.
+ */
+const char *__asan_default_options(void);
+const char *__ubsan_default_options(void);
+
+const char *
+__asan_default_options(void)
+{
+	return OAUTH_SANITIZER_OPTIONS;
+}
+
+const char *
+__ubsan_default_options(void)
+{
+	return OAUTH_SANITIZER_OPTIONS ":print_stacktrace=1:halt_on_error=1";
+}
+#endif
+
 char	   *oauth_database = NULL;
 int			oauth_sweep_interval_ms = 30000;
 int			oauth_max_concurrent_refreshes = 16;

@@ -46,7 +46,7 @@ is($p->stats->{by_grant}{g1}, 1, 'the provider saw one request for it');
 is( sql(
 		"SELECT detail->>'trigger' FROM oauth.events
 		  WHERE connection_id = '$due' AND event = 'refreshed'"),
-	'caller',
+	'refresh_due',
 	'the refresh came through refresh_due(), not a worker sweep');
 
 ok( oauth_poll(30, 0.2, sub {
