@@ -85,6 +85,7 @@
 #include "catalog/pg_subscription_rel.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -95,6 +96,7 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "errors.h"
 #include "identity.h"
 
@@ -125,11 +127,22 @@ static bool callbacks_registered = false;
 static bool subscribed_known = false;
 static bool subscribed = false;
 
+/*
+ * The answer of the last full check, kept for the rest of its top-level
+ * transaction: the worker prepares a batch of jobs in one transaction and
+ * asks before each, and the check reads three tables.  A relcache
+ * invalidation (adopt_copy's statement trigger on oauth.refresh_home, DDL)
+ * drops it, so a copy adopted in this transaction is seen at once.
+ */
+static LocalTransactionId memo_lxid = InvalidLocalTransactionId;
+static TrafficBlock memo_block;
+
 static void
 forget_subscriptions_rel(Datum arg, Oid relid)
 {
 	/* oauth.connections may have been created or dropped: look again */
 	subscribed_known = false;
+	memo_lxid = InvalidLocalTransactionId;
 }
 
 static void
@@ -205,7 +218,8 @@ has_foreign_mark(Oid nsp, const char *relname, const char *idxname,
 
 /*
  * Is this database home (file header)?  Reads oauth.refresh_home and probes
- * the marks with the latest snapshot, every time.  Needs a transaction.
+ * the marks with the latest snapshot (traffic_block keeps the answer for
+ * the rest of the transaction).  Needs a transaction.
  * TB_NONE also when the table is missing (the 1.0 schema).
  */
 static TrafficBlock
@@ -331,10 +345,12 @@ traffic_block(void)
 		return TB_STANDBY;
 	register_callbacks();
 	AcceptInvalidationMessages();
+	if (memo_lxid != InvalidLocalTransactionId && memo_lxid == OAUTH_MY_LXID)
+		return memo_block;
 	/* a subscriber holds the publisher's rows: say why it is one first */
-	if (connections_subscribed())
-		return TB_SUBSCRIBER;
-	return home_block();
+	memo_block = connections_subscribed() ? TB_SUBSCRIBER : home_block();
+	memo_lxid = OAUTH_MY_LXID;
+	return memo_block;
 }
 
 static const char *
